@@ -1,0 +1,1 @@
+//! FLV audio/video tag bodies (legacy and Enhanced RTMP) to codec configurations and frames.

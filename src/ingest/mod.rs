@@ -1,0 +1,1 @@
+//! One publishing connection end to end: RTMP session → FLV → segmenter → store.

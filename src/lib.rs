@@ -1,0 +1,25 @@
+//! vid: a live RTMP → (LL-)HLS origin that runs inside nginx.
+//!
+//! Data flows through the folders in this order:
+//!
+//! ```text
+//! rtmp ──messages──▶ flv ──configs/frames──▶ segmenter ──parts/segments──▶ store ◀── playlist
+//!   (codec: parameter sets, codec strings)     (mux: fMP4 boxes)            (index)     (text)
+//! ```
+//!
+//! `ingest` strings the stages together for one publishing connection.
+//! Everything above is plain Rust with no nginx and no `unsafe`; `nginx` is
+//! the only place with FFI.
+
+pub mod codec;
+pub mod flv;
+pub mod ingest;
+pub mod media;
+pub mod mux;
+pub mod playlist;
+pub mod rtmp;
+pub mod segmenter;
+pub mod store;
+
+#[cfg(feature = "nginx")]
+mod nginx;

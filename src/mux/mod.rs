@@ -1,0 +1,1 @@
+//! Muxers: fMP4/CMAF init segments and fragments.

@@ -1,0 +1,1 @@
+//! nginx glue: the only module with FFI and `unsafe`.

@@ -1,0 +1,1 @@
+//! Playlist rendering: a pure function of a stream index snapshot and the request.

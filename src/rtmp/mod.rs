@@ -1,0 +1,1 @@
+//! RTMP server session, sans-IO: bytes in, events and bytes to send out.

@@ -1,0 +1,1 @@
+//! One timeline per stream: cuts segments at IDRs and parts on a fixed grid.

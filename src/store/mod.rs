@@ -1,0 +1,1 @@
+//! Store: the per-stream index (lives in shared memory) and media files on disk.
