@@ -16,7 +16,7 @@ pub enum AudioCodec {
 }
 
 /// Decoder configuration of a video track, taken from the FLV sequence header.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct VideoConfig {
     pub codec: VideoCodec,
     /// The decoder configuration record exactly as carried in FLV
