@@ -1,1 +1,37 @@
 //! nginx glue: the only module with FFI and `unsafe`.
+//!
+//! - `stream`: the `rtmp_live` stream content handler (RTMP ingest) and its directives.
+//! - `http`: the `hls_live` location handler (playlists and media).
+//! - `zone`: the shared-memory zone holding every stream's index.
+//! - `sweeper`: a per-worker timer that retires ended streams and their files.
+#![allow(clippy::missing_safety_doc)]
+
+mod http;
+mod stream;
+mod sweeper;
+mod zone;
+
+use core::ffi::c_char;
+
+use nginx_sys::{ngx_msec_t, ngx_uint_t};
+
+pub use http::ngx_http_vid_module;
+pub use stream::ngx_stream_vid_module;
+
+ngx::ngx_modules!(ngx_stream_vid_module, ngx_http_vid_module);
+
+pub(crate) const NGX_CONF_ERROR: *mut c_char = usize::MAX as *mut c_char;
+pub(crate) const NGX_CONF_UNSET: isize = -1;
+pub(crate) const NGX_CONF_UNSET_UINT: ngx_uint_t = ngx_uint_t::MAX;
+pub(crate) const NGX_CONF_UNSET_MSEC: ngx_msec_t = ngx_msec_t::MAX;
+pub(crate) const NGX_CONF_UNSET_SIZE: usize = usize::MAX;
+
+pub(crate) fn conf_ok() -> *mut c_char {
+    core::ptr::null_mut()
+}
+
+/// Wall clock in milliseconds since the Unix epoch, from nginx's cached time.
+pub(crate) fn now_ms() -> i64 {
+    let tp = nginx_sys::ngx_timeofday();
+    tp.sec as i64 * 1000 + tp.msec as i64
+}

@@ -1,0 +1,365 @@
+//! `hls_live on;` — serves a stream tree from a vid zone.
+//!
+//! URIs end in `{key}/{file}`: `index.m3u8` (media playlist, rendered from the shared
+//! index on every request), `master.m3u8` (multivariant playlist), `init{v}.mp4`,
+//! `{msn}.m4s` and `{msn}.{part}.m4s` (sent from disk with sendfile).
+
+use core::ffi::{c_char, c_void};
+use core::ptr;
+use std::cell::RefCell;
+use std::os::fd::IntoRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use nginx_sys::{
+    ngx_buf_t, ngx_chain_t, ngx_command_t, ngx_conf_set_flag_slot, ngx_conf_set_str_slot,
+    ngx_conf_t, ngx_create_temp_buf, ngx_file_t, ngx_flag_t, ngx_http_conf_ctx_t,
+    ngx_http_core_loc_conf_t, ngx_http_core_module, ngx_http_discard_request_body,
+    ngx_http_module_t, ngx_http_output_filter, ngx_http_request_t, ngx_http_send_header, ngx_int_t,
+    ngx_module_t, ngx_pcalloc, ngx_pnalloc, ngx_pool_cleanup_add, ngx_pool_cleanup_file,
+    ngx_pool_cleanup_file_t, ngx_shm_zone_t, ngx_str_t, ngx_uint_t, NGX_CONF_FLAG, NGX_CONF_TAKE1,
+    NGX_ERROR, NGX_HTTP_BAD_REQUEST, NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_INTERNAL_SERVER_ERROR,
+    NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MODULE,
+    NGX_HTTP_NOT_ALLOWED, NGX_HTTP_NOT_FOUND, NGX_HTTP_OK, NGX_HTTP_SRV_CONF, NGX_LOG_ERR,
+    NGX_LOG_INFO, NGX_OK,
+};
+use ngx::ngx_log_error;
+
+use super::stream::zone_add;
+use super::zone::Zone;
+use super::{conf_ok, now_ms, NGX_CONF_ERROR, NGX_CONF_UNSET};
+use crate::playlist;
+use crate::store::index::StreamIndex;
+use crate::store::names::{self, MediaFile};
+
+#[repr(C)]
+pub struct LocConf {
+    enable: ngx_flag_t,
+    zone_name: ngx_str_t,
+    zone: *mut ngx_shm_zone_t,
+}
+
+static mut COMMANDS: [ngx_command_t; 3] = [
+    ngx_command_t {
+        name: ngx::ngx_string!("hls_live"),
+        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_FLAG) as ngx_uint_t,
+        set: Some(set_hls_live),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: core::mem::offset_of!(LocConf, enable),
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx::ngx_string!("hls_live_zone"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1)
+            as ngx_uint_t,
+        set: Some(ngx_conf_set_str_slot),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: core::mem::offset_of!(LocConf, zone_name),
+        post: ptr::null_mut(),
+    },
+    ngx_command_t::empty(),
+];
+
+static CTX: ngx_http_module_t = ngx_http_module_t {
+    preconfiguration: None,
+    postconfiguration: None,
+    create_main_conf: None,
+    init_main_conf: None,
+    create_srv_conf: None,
+    merge_srv_conf: None,
+    create_loc_conf: Some(create_loc_conf),
+    merge_loc_conf: Some(merge_loc_conf),
+};
+
+#[used]
+#[no_mangle]
+#[allow(non_upper_case_globals)]
+pub static mut ngx_http_vid_module: ngx_module_t = ngx_module_t {
+    ctx: &CTX as *const _ as *mut _,
+    commands: unsafe { &raw mut COMMANDS[0] },
+    type_: NGX_HTTP_MODULE as ngx_uint_t,
+    ..ngx_module_t::default()
+};
+
+unsafe extern "C" fn create_loc_conf(cf: *mut ngx_conf_t) -> *mut c_void {
+    let conf = ngx_pcalloc((*cf).pool, core::mem::size_of::<LocConf>()) as *mut LocConf;
+    if conf.is_null() {
+        return ptr::null_mut();
+    }
+    (*conf).enable = NGX_CONF_UNSET as ngx_flag_t;
+    conf.cast()
+}
+
+unsafe extern "C" fn merge_loc_conf(
+    cf: *mut ngx_conf_t,
+    parent: *mut c_void,
+    child: *mut c_void,
+) -> *mut c_char {
+    let prev = &*(parent as *const LocConf);
+    let conf = &mut *(child as *mut LocConf);
+    if conf.enable == NGX_CONF_UNSET as ngx_flag_t {
+        conf.enable = if prev.enable == NGX_CONF_UNSET as ngx_flag_t {
+            0
+        } else {
+            prev.enable
+        };
+    }
+    if conf.zone_name.data.is_null() {
+        conf.zone_name = if prev.zone_name.data.is_null() {
+            ngx::ngx_string!("live")
+        } else {
+            prev.zone_name
+        };
+    }
+    if conf.enable == 1 {
+        let mut name = conf.zone_name;
+        conf.zone = zone_add(cf, &mut name, 0);
+        if conf.zone.is_null() {
+            return NGX_CONF_ERROR;
+        }
+    }
+    conf_ok()
+}
+
+unsafe extern "C" fn set_hls_live(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    let rv = ngx_conf_set_flag_slot(cf, cmd, conf);
+    if rv != conf_ok() {
+        return rv;
+    }
+    if (*(conf as *mut LocConf)).enable == 1 {
+        let ctx = (*cf).ctx as *mut ngx_http_conf_ctx_t;
+        let clcf =
+            *(*ctx).loc_conf.add(ngx_http_core_module.ctx_index) as *mut ngx_http_core_loc_conf_t;
+        (*clcf).handler = Some(handler);
+    }
+    conf_ok()
+}
+
+thread_local! {
+    /// One snapshot buffer per worker: the index is copied here under the zone lock and
+    /// rendered after the lock is released.
+    static SNAPSHOT: RefCell<Box<StreamIndex>> = RefCell::new(Box::new(StreamIndex::EMPTY));
+}
+
+unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    match catch_unwind(AssertUnwindSafe(|| handle(r))) {
+        Ok(rc) => rc,
+        Err(_) => {
+            ngx_log_error!(
+                NGX_LOG_ERR,
+                (*(*r).connection).log,
+                "hls_live: internal error"
+            );
+            NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t
+        }
+    }
+}
+
+unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
+    if (*r).method & (NGX_HTTP_GET | NGX_HTTP_HEAD) as ngx_uint_t == 0 {
+        return NGX_HTTP_NOT_ALLOWED as ngx_int_t;
+    }
+    let rc = ngx_http_discard_request_body(r);
+    if rc != NGX_OK as ngx_int_t {
+        return rc;
+    }
+    let conf = &*(*(*r).loc_conf.add(ngx_http_vid_module.ctx_index) as *const LocConf);
+    let zone = Zone(conf.zone);
+    let uri = (*r).uri.as_bytes();
+    let Some((key, file)) = names::split_uri(uri) else {
+        return NGX_HTTP_NOT_FOUND as ngx_int_t;
+    };
+    let Some(media) = MediaFile::parse(file) else {
+        return NGX_HTTP_NOT_FOUND as ngx_int_t;
+    };
+    match media {
+        MediaFile::MediaPlaylist | MediaFile::MultivariantPlaylist => {
+            let args = String::from_utf8_lossy((*r).args.as_bytes()).into_owned();
+            SNAPSHOT.with(|snap| {
+                let mut snap = snap.borrow_mut();
+                if !zone.snapshot(key, &mut snap) {
+                    return NGX_HTTP_NOT_FOUND as ngx_int_t;
+                }
+                serve_playlist(r, &snap, media, &args)
+            })
+        }
+        _ => {
+            let found =
+                zone.with_table(|t| t.find(key).map(|i| (i.dir().to_owned(), i.has_video())));
+            let Some(Some((dir, has_video))) = found else {
+                return NGX_HTTP_NOT_FOUND as ngx_int_t;
+            };
+            let ct: &'static str = if has_video { "video/mp4" } else { "audio/mp4" };
+            send_file(r, &format!("{dir}/{file}"), ct)
+        }
+    }
+}
+
+unsafe fn serve_playlist(
+    r: *mut ngx_http_request_t,
+    idx: &StreamIndex,
+    media: MediaFile,
+    args: &str,
+) -> ngx_int_t {
+    let now = now_ms();
+    let (body, max_age) = match media {
+        MediaFile::MultivariantPlaylist => match playlist::multivariant_playlist(idx, "index.m3u8")
+        {
+            Some(body) => (body, playlist::max_age(idx, false)),
+            None => return NGX_HTTP_NOT_FOUND as ngx_int_t,
+        },
+        _ => {
+            let req = match playlist::parse_query(args) {
+                Ok(req) => req,
+                Err(e) => {
+                    ngx_log_error!(
+                        NGX_LOG_INFO,
+                        (*(*r).connection).log,
+                        "hls_live: bad playlist request: {}",
+                        e
+                    );
+                    return NGX_HTTP_BAD_REQUEST as ngx_int_t;
+                }
+            };
+            let opts = playlist::RenderOptions { low_latency: false };
+            let req = if opts.low_latency {
+                req
+            } else {
+                playlist::MediaRequest::default()
+            };
+            if !idx.has_segments() {
+                return NGX_HTTP_NOT_FOUND as ngx_int_t;
+            }
+            (
+                playlist::media_playlist(idx, &req, &opts, now),
+                playlist::max_age(idx, false),
+            )
+        }
+    };
+    send_text(r, "application/vnd.apple.mpegurl", body.as_bytes(), max_age)
+}
+
+unsafe fn set_cache_control(r: *mut ngx_http_request_t, max_age: u32) {
+    let req = ngx::http::Request::from_ngx_http_request(r);
+    let _ = req.add_header_out("Cache-Control", &format!("max-age={max_age}"));
+}
+
+unsafe fn send_text(
+    r: *mut ngx_http_request_t,
+    content_type: &'static str,
+    body: &[u8],
+    max_age: u32,
+) -> ngx_int_t {
+    (*r).headers_out.status = NGX_HTTP_OK as ngx_uint_t;
+    (*r).headers_out.content_length_n = body.len() as i64;
+    set_content_type(r, content_type);
+    set_cache_control(r, max_age);
+    let rc = ngx_http_send_header(r);
+    if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t || (*r).header_only() != 0 {
+        return rc;
+    }
+    let b = ngx_create_temp_buf((*r).pool, body.len().max(1));
+    if b.is_null() {
+        return NGX_ERROR as ngx_int_t;
+    }
+    ptr::copy_nonoverlapping(body.as_ptr(), (*b).last, body.len());
+    (*b).last = (*b).last.add(body.len());
+    finish_buf(r, b)
+}
+
+unsafe fn finish_buf(r: *mut ngx_http_request_t, b: *mut ngx_buf_t) -> ngx_int_t {
+    (*b).set_last_buf(if r == (*r).main { 1 } else { 0 });
+    (*b).set_last_in_chain(1);
+    let mut out = ngx_chain_t {
+        buf: b,
+        next: ptr::null_mut(),
+    };
+    ngx_http_output_filter(r, &mut out)
+}
+
+unsafe fn set_content_type(r: *mut ngx_http_request_t, ct: &'static str) {
+    (*r).headers_out.content_type = ngx_str_t {
+        len: ct.len(),
+        data: ct.as_ptr().cast_mut(),
+    };
+    (*r).headers_out.content_type_len = ct.len();
+    (*r).headers_out.content_type_lowcase = ptr::null_mut();
+}
+
+unsafe fn send_file(
+    r: *mut ngx_http_request_t,
+    path: &str,
+    content_type: &'static str,
+) -> ngx_int_t {
+    let log = (*(*r).connection).log;
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return NGX_HTTP_NOT_FOUND as ngx_int_t
+        }
+        Err(e) => {
+            ngx_log_error!(
+                NGX_LOG_ERR,
+                log,
+                "hls_live: open \"{}\" failed: {}",
+                path,
+                e
+            );
+            return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+        }
+    };
+    let meta = match file.metadata() {
+        Ok(m) => m,
+        Err(_) => return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
+    };
+    let pool = (*r).pool;
+    // The pool owns the descriptor from here on.
+    let cln = ngx_pool_cleanup_add(pool, core::mem::size_of::<ngx_pool_cleanup_file_t>());
+    if cln.is_null() {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    }
+    let name = ngx_pnalloc(pool, path.len() + 1) as *mut u8;
+    if name.is_null() {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    }
+    ptr::copy_nonoverlapping(path.as_ptr(), name, path.len());
+    *name.add(path.len()) = 0;
+    let fd = file.into_raw_fd();
+    (*cln).handler = Some(ngx_pool_cleanup_file);
+    let clnf = (*cln).data as *mut ngx_pool_cleanup_file_t;
+    (*clnf).fd = fd;
+    (*clnf).name = name;
+    (*clnf).log = log;
+
+    let size = meta.len() as i64;
+    (*r).headers_out.status = NGX_HTTP_OK as ngx_uint_t;
+    (*r).headers_out.content_length_n = size;
+    (*r).headers_out.last_modified_time = meta.mtime();
+    set_content_type(r, content_type);
+    set_cache_control(r, 86_400);
+    (*r).set_allow_ranges(1);
+    let rc = ngx_http_send_header(r);
+    if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t || (*r).header_only() != 0 {
+        return rc;
+    }
+    let b = ngx_pcalloc(pool, core::mem::size_of::<ngx_buf_t>()) as *mut ngx_buf_t;
+    let f = ngx_pcalloc(pool, core::mem::size_of::<ngx_file_t>()) as *mut ngx_file_t;
+    if b.is_null() || f.is_null() {
+        return NGX_ERROR as ngx_int_t;
+    }
+    (*f).fd = fd;
+    (*f).name = ngx_str_t {
+        len: path.len(),
+        data: name,
+    };
+    (*f).log = log;
+    (*b).file = f;
+    (*b).file_pos = 0;
+    (*b).file_last = size;
+    (*b).set_in_file(if size > 0 { 1 } else { 0 });
+    finish_buf(r, b)
+}

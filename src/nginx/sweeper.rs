@@ -1,0 +1,75 @@
+//! A per-worker housekeeping timer: once a second, every vid zone is swept — streams whose
+//! publisher vanished are ended, ended streams past their retention are freed and their
+//! folders removed. Any worker may do it; the zone lock makes it safe.
+
+use core::ptr;
+
+use nginx_sys::{
+    ngx_cycle, ngx_cycle_t, ngx_event_t, ngx_int_t, ngx_list_part_t, ngx_shm_zone_t, NGX_LOG_ERR,
+    NGX_OK,
+};
+use ngx::ngx_log_error;
+
+use super::now_ms;
+use super::stream::zone_tag;
+use super::zone::Zone;
+
+const INTERVAL_MS: usize = 1000;
+/// A live stream whose index has not been written for this long lost its publisher
+/// (its worker died); ingest closes idle publishers well before that.
+const STALE_MS: i64 = 90_000;
+
+static mut TIMER: ngx_event_t = unsafe { core::mem::zeroed() };
+
+pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
+    let ev = &raw mut TIMER;
+    *ev = core::mem::zeroed();
+    (*ev).handler = Some(tick);
+    (*ev).log = (*cycle).log;
+    (*ev).data = ptr::null_mut();
+    (*ev).set_cancelable(1);
+    nginx_sys::ngx_add_timer(ev, INTERVAL_MS as _);
+    NGX_OK as ngx_int_t
+}
+
+unsafe extern "C" fn tick(ev: *mut ngx_event_t) {
+    let cycle = ngx_cycle;
+    let now = now_ms();
+    let mut part: *mut ngx_list_part_t = &mut (*cycle).shared_memory.part;
+    let mut zones: *mut ngx_shm_zone_t = (*part).elts.cast();
+    let mut i = 0;
+    loop {
+        if i >= (*part).nelts {
+            if (*part).next.is_null() {
+                break;
+            }
+            part = (*part).next;
+            zones = (*part).elts.cast();
+            i = 0;
+            continue;
+        }
+        let z = zones.add(i);
+        i += 1;
+        if (*z).tag != zone_tag() || (*z).data.is_null() {
+            continue;
+        }
+        let zone = Zone(z);
+        let dirs = zone
+            .with_table(|t| t.sweep(now, STALE_MS))
+            .unwrap_or_default();
+        for dir in dirs {
+            if let Err(e) = crate::store::files::remove_stream_dir(std::path::Path::new(&dir)) {
+                ngx_log_error!(
+                    NGX_LOG_ERR,
+                    (*ev).log,
+                    "hls_live: removing \"{}\" failed: {}",
+                    dir,
+                    e
+                );
+            }
+        }
+    }
+    if nginx_sys::ngx_exiting == 0 && nginx_sys::ngx_quit == 0 {
+        nginx_sys::ngx_add_timer(ev, INTERVAL_MS as _);
+    }
+}

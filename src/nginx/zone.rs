@@ -1,0 +1,133 @@
+//! The shared-memory zone that holds every stream's index.
+//!
+//! Layout: nginx puts an `ngx_slab_pool_t` at the start of every shared zone; we allocate
+//! one [`Header`] and a table of [`StreamIndex`] slots from it once, and keep them across
+//! `nginx -s reload` (nginx hands the old zone's `data` to `init` when the zone is reused).
+//! Every access takes the slab pool's mutex.
+
+use core::ffi::c_void;
+use core::{mem, ptr, slice};
+
+use nginx_sys::{
+    ngx_int_t, ngx_shm_zone_t, ngx_shmtx_lock, ngx_shmtx_unlock, ngx_slab_calloc, ngx_slab_pool_t,
+    NGX_ERROR, NGX_LOG_EMERG, NGX_LOG_NOTICE, NGX_OK,
+};
+
+use crate::store::index::{StreamIndex, Table};
+
+const MAGIC: u64 = 0x7669_645f_7a6f_6e65; // "vid_zone"
+
+#[repr(C)]
+struct Header {
+    magic: u64,
+    index_size: usize,
+    nslots: usize,
+    slots: *mut StreamIndex,
+}
+
+/// `ngx_shm_zone_t.init` for vid zones.
+pub unsafe extern "C" fn init(shm_zone: *mut ngx_shm_zone_t, data: *mut c_void) -> ngx_int_t {
+    let zone = &mut *shm_zone;
+    let log = (*ngx::core::ngx_cycle_log_ptr()).cast_mut();
+    if !data.is_null() {
+        let old = data as *mut Header;
+        if (*old).magic == MAGIC && (*old).index_size == mem::size_of::<StreamIndex>() {
+            zone.data = data;
+            return NGX_OK as ngx_int_t;
+        }
+    }
+    let sp = zone.shm.addr as *mut ngx_slab_pool_t;
+    let hdr = ngx_slab_calloc(sp, mem::size_of::<Header>()) as *mut Header;
+    if hdr.is_null() {
+        return NGX_ERROR as ngx_int_t;
+    }
+    let mut n = zone.shm.size / mem::size_of::<StreamIndex>();
+    let mut slots = ptr::null_mut();
+    while n > 0 {
+        slots = ngx_slab_calloc(sp, n * mem::size_of::<StreamIndex>()) as *mut StreamIndex;
+        if !slots.is_null() {
+            break;
+        }
+        n = n * 15 / 16;
+    }
+    if slots.is_null() {
+        ngx::ngx_log_error!(
+            NGX_LOG_EMERG,
+            log,
+            "hls_live_zone \"{}\" is too small for one stream ({} bytes needed)",
+            zone_name(zone),
+            mem::size_of::<StreamIndex>()
+        );
+        return NGX_ERROR as ngx_int_t;
+    }
+    *hdr = Header {
+        magic: MAGIC,
+        index_size: mem::size_of::<StreamIndex>(),
+        nslots: n,
+        slots,
+    };
+    (*sp).data = hdr.cast();
+    zone.data = hdr.cast();
+    ngx::ngx_log_error!(
+        NGX_LOG_NOTICE,
+        log,
+        "hls_live_zone \"{}\": room for {} streams",
+        zone_name(zone),
+        n
+    );
+    NGX_OK as ngx_int_t
+}
+
+fn zone_name(zone: &ngx_shm_zone_t) -> &str {
+    core::str::from_utf8(unsafe { zone.shm.name.as_bytes() }).unwrap_or("?")
+}
+
+/// A handle on one vid zone in this worker.
+#[derive(Clone, Copy)]
+pub struct Zone(pub *mut ngx_shm_zone_t);
+
+struct Unlock(*mut ngx_slab_pool_t);
+
+impl Drop for Unlock {
+    fn drop(&mut self) {
+        unsafe { ngx_shmtx_unlock(&mut (*self.0).mutex) };
+    }
+}
+
+impl Zone {
+    /// Run `f` on the zone's table with the zone locked. `None` if the zone is not ready.
+    pub fn with_table<R>(&self, f: impl FnOnce(&mut Table) -> R) -> Option<R> {
+        unsafe {
+            let zone = self.0.as_ref()?;
+            let hdr = (zone.data as *mut Header).as_ref()?;
+            let sp = zone.shm.addr as *mut ngx_slab_pool_t;
+            ngx_shmtx_lock(&mut (*sp).mutex);
+            let _unlock = Unlock(sp);
+            let slots = slice::from_raw_parts_mut(hdr.slots, hdr.nslots);
+            let mut table = Table::new(slots);
+            Some(f(&mut table))
+        }
+    }
+
+    /// Copy one stream's index out of the zone.
+    pub fn snapshot(&self, key: &str, out: &mut StreamIndex) -> bool {
+        self.with_table(|t| match t.find(key) {
+            Some(idx) => {
+                *out = *idx;
+                true
+            }
+            None => false,
+        })
+        .unwrap_or(false)
+    }
+
+    pub fn name(&self) -> &str {
+        unsafe { self.0.as_ref().map(zone_name).unwrap_or("?") }
+    }
+}
+
+impl crate::ingest::SharedIndex for Zone {
+    fn with_table(&mut self, f: &mut dyn FnMut(&mut Table)) -> bool {
+        Zone::with_table(self, |t| f(t)).is_some()
+    }
+}
