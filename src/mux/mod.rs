@@ -1,3 +1,4 @@
 //! Muxers: fMP4/CMAF init segments and fragments.
 
+mod boxes;
 pub mod fmp4;
