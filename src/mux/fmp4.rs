@@ -450,3 +450,356 @@ fn write_trex(w: &mut BoxWriter, track_id: u32) {
         w.u32(0); // default_sample_flags
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::AudioCodec;
+    use crate::mux::tests::{find, walk};
+
+    fn be32(b: &[u8], at: usize) -> u32 {
+        u32::from_be_bytes(b[at..at + 4].try_into().unwrap())
+    }
+
+    fn video(codec: VideoCodec) -> VideoConfig {
+        VideoConfig {
+            codec,
+            record: Bytes::from_static(&[1, 0x64, 0, 0x1f, 0xff, 0xe1, 0, 2, 0x67, 0x64, 0xaa]),
+            nalu_length_size: 4,
+            width: 1280,
+            height: 720,
+            frame_rate: None,
+            codec_string: "avc1.64001f".into(),
+        }
+    }
+
+    fn audio(sample_rate: u32) -> AudioConfig {
+        AudioConfig {
+            codec: AudioCodec::Aac,
+            asc: Bytes::from_static(&[0x12, 0x10]),
+            object_type: 2,
+            sample_rate,
+            channels: 2,
+            frame_samples: 1024,
+            codec_string: "mp4a.40.2".into(),
+        }
+    }
+
+    fn sample(len: usize, keyframe: bool, cts_offset: i32) -> Sample {
+        Sample {
+            duration: 3000,
+            cts_offset,
+            keyframe,
+            data: Bytes::from(vec![len as u8; len]),
+        }
+    }
+
+    #[test]
+    fn init_segment_layout() {
+        let v = video(VideoCodec::H264);
+        let a = audio(48_000);
+        let init = init_segment(Some(&v), Some(&a));
+        let boxes = walk(&init);
+        let top: Vec<_> = boxes
+            .iter()
+            .filter(|b| b.depth == 0)
+            .map(|b| b.name())
+            .collect();
+        assert_eq!(top, ["ftyp", "moov"]);
+        let ftyp = find(&boxes, b"ftyp")[0].payload(&init);
+        assert_eq!(&ftyp[..4], b"iso6");
+        assert!(ftyp[8..].chunks(4).any(|b| b == b"cmfc"));
+
+        let moov: Vec<_> = boxes
+            .iter()
+            .filter(|b| b.depth == 1)
+            .map(|b| b.name())
+            .collect();
+        assert_eq!(moov, ["mvhd", "trak", "trak", "mvex"]);
+        let mvhd = find(&boxes, b"mvhd")[0].payload(&init);
+        assert_eq!(be32(mvhd, 12), MOVIE_TIMESCALE);
+        assert_eq!(be32(mvhd, mvhd.len() - 4), 3, "next_track_id");
+
+        // Video first, then audio, with their ids, sizes and timescales.
+        let tkhd = find(&boxes, b"tkhd");
+        assert_eq!(
+            be32(tkhd[0].payload(&init), 0) & 0xFF_FFFF,
+            3,
+            "enabled|in_movie"
+        );
+        assert_eq!(be32(tkhd[0].payload(&init), 12), VIDEO_TRACK_ID);
+        assert_eq!(be32(tkhd[1].payload(&init), 12), AUDIO_TRACK_ID);
+        let t0 = tkhd[0].payload(&init);
+        assert_eq!(be32(t0, t0.len() - 8), 1280 << 16);
+        assert_eq!(be32(t0, t0.len() - 4), 720 << 16);
+        assert_eq!(&tkhd[1].payload(&init)[36..38], &[1, 0], "audio volume");
+        let mdhd = find(&boxes, b"mdhd");
+        assert_eq!(be32(mdhd[0].payload(&init), 12), VIDEO_TIMESCALE);
+        assert_eq!(be32(mdhd[1].payload(&init), 12), 48_000);
+        let hdlr = find(&boxes, b"hdlr");
+        assert_eq!(&hdlr[0].payload(&init)[8..12], b"vide");
+        assert_eq!(&hdlr[1].payload(&init)[8..12], b"soun");
+        assert_eq!(find(&boxes, b"vmhd").len(), 1);
+        assert_eq!(find(&boxes, b"smhd").len(), 1);
+        assert_eq!(find(&boxes, b"url ").len(), 2);
+        for kind in [b"stts", b"stsc", b"stco"] {
+            for b in find(&boxes, kind) {
+                assert_eq!(b.payload(&init), &[0; 8], "{}", b.name());
+            }
+        }
+
+        // Sample entries carry the records as-is.
+        let avc1 = find(&boxes, b"avc1")[0].payload(&init);
+        assert_eq!(&avc1[24..28], &[5, 0, 2, 0xD0], "1280x720");
+        assert_eq!(find(&boxes, b"avcC")[0].payload(&init), &v.record[..]);
+        let mp4a = find(&boxes, b"mp4a")[0].payload(&init);
+        assert_eq!(&mp4a[16..18], &[0, 2], "channels");
+        assert_eq!(be32(mp4a, 24), 48_000 << 16);
+        let esds = find(&boxes, b"esds")[0].payload(&init);
+        assert_eq!(
+            esds,
+            &[
+                0, 0, 0, 0, // version, flags
+                0x03, 25, 0, 0, 0, // ES_Descriptor
+                0x04, 17, 0x40, 0x15, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // DecoderConfig
+                0x05, 2, 0x12, 0x10, // DecoderSpecificInfo = ASC
+                0x06, 1, 2, // SLConfig
+            ][..]
+        );
+
+        let trex = find(&boxes, b"trex");
+        assert_eq!(trex.len(), 2);
+        assert_eq!(be32(trex[0].payload(&init), 4), VIDEO_TRACK_ID);
+        assert_eq!(be32(trex[1].payload(&init), 4), AUDIO_TRACK_ID);
+        assert_eq!(
+            be32(trex[1].payload(&init), 8),
+            1,
+            "sample description index"
+        );
+    }
+
+    #[test]
+    fn init_segment_single_tracks() {
+        let init = init_segment(Some(&video(VideoCodec::H265)), None);
+        let boxes = walk(&init);
+        assert_eq!(find(&boxes, b"trak").len(), 1);
+        assert!(find(&boxes, b"avc1").is_empty());
+        assert_eq!(find(&boxes, b"hvc1").len(), 1);
+        assert_eq!(
+            find(&boxes, b"hvcC")[0].payload(&init),
+            &video(VideoCodec::H264).record[..]
+        );
+        let mvhd = find(&boxes, b"mvhd")[0].payload(&init);
+        assert_eq!(be32(mvhd, mvhd.len() - 4), 2);
+
+        let init = init_segment(None, Some(&audio(44_100)));
+        let boxes = walk(&init);
+        assert_eq!(find(&boxes, b"trak").len(), 1);
+        assert_eq!(
+            be32(find(&boxes, b"tkhd")[0].payload(&init), 12),
+            AUDIO_TRACK_ID
+        );
+        assert_eq!(find(&boxes, b"trex").len(), 1);
+
+        // Nothing at all is still well-formed.
+        let init = init_segment(None, None);
+        let boxes = walk(&init);
+        assert!(find(&boxes, b"trak").is_empty());
+        assert_eq!(find(&boxes, b"mvex").len(), 1);
+    }
+
+    #[test]
+    fn out_of_range_header_fields_saturate() {
+        let mut v = video(VideoCodec::H264);
+        v.width = 70_000;
+        let init = init_segment(Some(&v), Some(&audio(96_000 * 2)));
+        let boxes = walk(&init);
+        let t0 = find(&boxes, b"tkhd")[0].payload(&init);
+        assert_eq!(be32(t0, t0.len() - 8), 0xFFFF << 16);
+        let mp4a = find(&boxes, b"mp4a")[0].payload(&init);
+        assert_eq!(be32(mp4a, 24), 0, "rate above 65535 is not representable");
+        assert_eq!(
+            be32(find(&boxes, b"mdhd")[0].payload(&init), 12),
+            VIDEO_TIMESCALE
+        );
+        assert_eq!(be32(find(&boxes, b"mdhd")[1].payload(&init), 12), 192_000);
+    }
+
+    #[test]
+    fn descriptor_sizes() {
+        assert_eq!(descriptor(5, &[]), [5, 0]);
+        assert_eq!(descriptor(5, &[9; 127])[..2], [5, 127]);
+        assert_eq!(descriptor(5, &[9; 128])[..3], [5, 0x81, 0x00]);
+        let d = descriptor(5, &[9; 16_384]);
+        assert_eq!(d[..4], [5, 0x81, 0x80, 0x00]);
+        assert_eq!(d.len(), 4 + 16_384);
+        // Overlong ASCs are cut to MAX_ASC_LEN.
+        let es = es_descriptor(&vec![7; MAX_ASC_LEN + 10]);
+        assert_eq!(es.iter().filter(|&&b| b == 7).count(), MAX_ASC_LEN);
+    }
+
+    /// Checks one fragment: sizes, mfhd, and that each trun's data offset
+    /// points at its samples inside the mdat. Returns (track ids, sample counts).
+    fn check_fragment(frag: &[u8], seq: u32, runs: &[Run]) -> Vec<(u32, usize)> {
+        let boxes = walk(frag);
+        let top: Vec<_> = boxes
+            .iter()
+            .filter(|b| b.depth == 0)
+            .map(|b| b.name())
+            .collect();
+        assert_eq!(top, ["moof", "mdat"]);
+        let moof = find(&boxes, b"moof")[0];
+        let mdat = find(&boxes, b"mdat")[0];
+        assert_eq!(moof.size + mdat.size, frag.len());
+        assert_eq!(be32(find(&boxes, b"mfhd")[0].payload(frag), 4), seq);
+
+        let mut seen = Vec::new();
+        let mut expected_offset = moof.size + 8;
+        for traf in find(&boxes, b"traf") {
+            let inside = |kind: &[u8; 4]| {
+                boxes
+                    .iter()
+                    .find(|b| {
+                        &b.kind == kind && b.start > traf.start && b.start < traf.start + traf.size
+                    })
+                    .unwrap()
+                    .payload(frag)
+            };
+            let tfhd = inside(b"tfhd");
+            assert_eq!(be32(tfhd, 0), TFHD_DEFAULT_BASE_IS_MOOF);
+            let track_id = be32(tfhd, 4);
+            let run = runs.iter().find(|r| r.track_id == track_id).unwrap();
+            let tfdt = inside(b"tfdt");
+            assert_eq!(tfdt[0], 1, "tfdt version");
+            assert_eq!(
+                u64::from_be_bytes(tfdt[4..12].try_into().unwrap()),
+                run.base_decode_time
+            );
+            let trun = inside(b"trun");
+            assert_eq!(
+                be32(trun, 0),
+                (1 << 24) | TRUN_FLAGS,
+                "trun v1 with all fields"
+            );
+            let count = be32(trun, 4) as usize;
+            let data_offset = be32(trun, 8) as i32 as usize;
+            assert_eq!(data_offset, expected_offset);
+            assert_eq!(trun.len(), 12 + 16 * count);
+            let mut at = data_offset;
+            for (i, s) in run.samples[..count].iter().enumerate() {
+                let e = &trun[12 + 16 * i..];
+                assert_eq!(be32(e, 0), s.duration);
+                assert_eq!(be32(e, 4) as usize, s.data.len());
+                let flags = if s.keyframe { 0x0200_0000 } else { 0x0101_0000 };
+                assert_eq!(be32(e, 8), flags);
+                assert_eq!(be32(e, 12) as i32, s.cts_offset);
+                assert_eq!(&frag[at..at + s.data.len()], &s.data[..], "sample {i} data");
+                at += s.data.len();
+            }
+            expected_offset = at;
+            seen.push((track_id, count));
+        }
+        assert_eq!(
+            expected_offset,
+            frag.len(),
+            "mdat holds exactly the samples"
+        );
+        seen
+    }
+
+    #[test]
+    fn fragment_layout_and_data_offsets() {
+        let video = [
+            sample(100, true, 6000),
+            sample(7, false, -3000),
+            sample(50, false, 0),
+        ];
+        let audio = [sample(20, true, 0), sample(21, true, 0)];
+        let runs = [
+            Run {
+                track_id: VIDEO_TRACK_ID,
+                base_decode_time: 1 << 40,
+                samples: &video,
+            },
+            Run {
+                track_id: AUDIO_TRACK_ID,
+                base_decode_time: 48_000,
+                samples: &audio,
+            },
+        ];
+        let frag = fragment(7, &runs);
+        assert_eq!(check_fragment(&frag, 7, &runs), [(1, 3), (2, 2)]);
+        assert_eq!(
+            frag.len(),
+            MOOF_FIXED_SIZE + 2 * TRAF_FIXED_SIZE + 5 * 16 + 8 + 198
+        );
+    }
+
+    #[test]
+    fn empty_runs_are_skipped() {
+        let audio = [sample(20, true, 0)];
+        let runs = [
+            Run {
+                track_id: VIDEO_TRACK_ID,
+                base_decode_time: 0,
+                samples: &[],
+            },
+            Run {
+                track_id: AUDIO_TRACK_ID,
+                base_decode_time: 0,
+                samples: &audio,
+            },
+        ];
+        let frag = fragment(1, &runs);
+        assert_eq!(check_fragment(&frag, 1, &runs), [(2, 1)]);
+
+        // No samples at all: an empty moof and mdat.
+        let frag = fragment(2, &runs[..1]);
+        assert_eq!(check_fragment(&frag, 2, &runs[..1]), []);
+        assert_eq!(frag.len(), MOOF_FIXED_SIZE + 8);
+    }
+
+    #[test]
+    fn fragment_is_cut_at_the_size_limit() {
+        let video = [
+            sample(100, true, 0),
+            sample(100, false, 0),
+            sample(100, false, 0),
+        ];
+        let audio = [sample(10, true, 0)];
+        let runs = [
+            Run {
+                track_id: VIDEO_TRACK_ID,
+                base_decode_time: 0,
+                samples: &video,
+            },
+            Run {
+                track_id: AUDIO_TRACK_ID,
+                base_decode_time: 0,
+                samples: &audio,
+            },
+        ];
+        let one_video = MOOF_FIXED_SIZE + 8 + TRAF_FIXED_SIZE + 16 + 100;
+        for (limit, expect) in [
+            (one_video - 1, vec![]),
+            (one_video, vec![(1, 1)]),
+            (one_video + 116 + 99, vec![(1, 2)]),
+            (one_video + 2 * 116, vec![(1, 3)]),
+            (one_video + 2 * 116 + TRAF_FIXED_SIZE + 16 + 9, vec![(1, 3)]),
+            (
+                one_video + 2 * 116 + TRAF_FIXED_SIZE + 16 + 10,
+                vec![(1, 3), (2, 1)],
+            ),
+        ] {
+            let frag = fragment_with_limit(3, &runs, limit);
+            assert!(
+                frag.len() <= limit.max(MOOF_FIXED_SIZE + 8),
+                "limit {limit}"
+            );
+            assert_eq!(check_fragment(&frag, 3, &runs), expect, "limit {limit}");
+        }
+        // Once a sample does not fit, later runs are dropped too.
+        let frag = fragment_with_limit(3, &runs, one_video + 116 + 99);
+        assert!(find(&walk(&frag), b"traf").len() == 1);
+    }
+}

@@ -2,3 +2,6 @@
 
 mod boxes;
 pub mod fmp4;
+
+#[cfg(test)]
+mod tests;
