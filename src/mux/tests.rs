@@ -326,10 +326,21 @@ fn have_ffprobe() -> bool {
     ok
 }
 
-fn temp_file(name: &str, data: &[u8]) -> PathBuf {
-    let path = std::env::temp_dir().join(format!("vid-mux-{}-{name}", std::process::id()));
-    std::fs::write(&path, data).unwrap();
-    path
+/// A file in the temporary folder, removed when dropped (also when a check fails).
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(name: &str, data: &[u8]) -> Self {
+        let path = std::env::temp_dir().join(format!("vid-mux-{}-{name}", std::process::id()));
+        std::fs::write(&path, data).unwrap();
+        Self(path)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        std::fs::remove_file(&self.0).ok();
+    }
 }
 
 fn run(cmd: &mut Command) -> String {
@@ -370,12 +381,13 @@ fn get<'a>(section: &'a [(String, String)], key: &str) -> &'a str {
 
 /// The checks every muxed file must pass; `video` is (codec_name, codec_tag).
 fn check_with_ffprobe(name: &str, m: &Muxed, video: Option<(&str, &str)>, audio: bool) {
-    let path = temp_file(name, &m.file);
+    let file = TempFile::new(name, &m.file);
+    let path = file.0.as_path();
 
     // Decoding the whole file reports nothing at all.
     let out = Command::new("ffmpeg")
         .args(["-nostdin", "-v", "error", "-i"])
-        .arg(&path)
+        .arg(path)
         .args(["-f", "null", "-"])
         .output()
         .unwrap();
@@ -388,7 +400,7 @@ fn check_with_ffprobe(name: &str, m: &Muxed, video: Option<(&str, &str)>, audio:
     );
 
     let streams = probe_sections(
-        &path,
+        path,
         "stream=codec_type,codec_name,codec_tag_string,width,height,sample_rate,channels,nb_read_frames",
         &["-count_frames"],
     );
@@ -417,14 +429,14 @@ fn check_with_ffprobe(name: &str, m: &Muxed, video: Option<(&str, &str)>, audio:
         assert_eq!(get(s, "nb_read_frames"), m.audio_frames.to_string());
     }
 
-    let format = probe_sections(&path, "format=duration", &[]);
+    let format = probe_sections(path, "format=duration", &[]);
     let duration: f64 = get(&format[0], "duration").parse().unwrap();
     assert!((duration - 2.0).abs() < 0.1, "duration {duration}");
 
     if video.is_some() {
         // Every video packet comes back with the timestamps it was muxed with
         // (90 kHz), in decode order: B-frame reordering intact.
-        let packets = probe_sections(&path, "packet=pts,dts", &["-select_streams", "v"]);
+        let packets = probe_sections(path, "packet=pts,dts", &["-select_streams", "v"]);
         let read: Vec<(i64, i64)> = packets
             .iter()
             .map(|p| {
@@ -441,7 +453,6 @@ fn check_with_ffprobe(name: &str, m: &Muxed, video: Option<(&str, &str)>, audio:
             "no reordered frames: the fixture should have B-frames"
         );
     }
-    std::fs::remove_file(&path).ok();
 }
 
 // ---------------------------------------------------------------- tests
