@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs the system packages a task needs, only those missing. Idempotent.
+#   scripts/deps.sh build   compiler deps for nginx + the vid module
+#   scripts/deps.sh test    + ffmpeg, python test tools, a modern ffmpeg (imageio-ffmpeg)
+#   scripts/deps.sh bench   + nginx with nginx-rtmp-module (the peer we compare with), wrk
+set -euo pipefail
+what=${1:-build}
+
+pkgs=(libclang-dev libpcre2-dev libssl-dev zlib1g-dev pkg-config make gcc)
+case "$what" in
+  build) ;;
+  test) pkgs+=(ffmpeg python3-pip curl procps) ;;
+  bench) pkgs+=(ffmpeg python3-pip curl procps nginx libnginx-mod-rtmp wrk) ;;
+  *) echo "usage: $0 build|test|bench" >&2; exit 2 ;;
+esac
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "deps: installing ${missing[*]}"
+  SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+fi
+command -v cargo >/dev/null || { echo "deps: Rust (cargo) is required: https://rustup.rs" >&2; exit 1; }
+
+if [ "$what" != build ]; then
+  py=(pytest==8.3.3 imageio-ffmpeg==0.8.1)
+  for spec in "${py[@]}"; do
+    name=${spec%%==*}
+    python3 -m pip show -q "$name" >/dev/null 2>&1 || need_py=1
+  done
+  if [ "${need_py:-0}" = 1 ]; then
+    echo "deps: pip installing ${py[*]}"
+    python3 -m pip install -q --disable-pip-version-check "${py[@]}" 2>&1 | grep -v -i 'warning: running pip as' || true
+  fi
+fi

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Builds nginx + vid and runs an origin on 127.0.0.1 in the foreground (Ctrl-C stops it).
+#   RTMP_PORT (1935), HTTP_PORT (8080), WORKERS (auto), VID_PREFIX (./run) override defaults.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rtmp=${RTMP_PORT:-1935}; http=${HTTP_PORT:-8080}; workers=${WORKERS:-auto}
+prefix=$(mkdir -p "${VID_PREFIX:-run}" && cd "${VID_PREFIX:-run}" && pwd)
+scripts/build.sh
+mkdir -p "$prefix"/{conf,logs,media}
+scripts/render-conf.sh "$prefix" "$rtmp" "$http" "$workers" > "$prefix/conf/nginx.conf"
+build/sbin/nginx -p "$prefix" -c conf/nginx.conf -e logs/error.log -t -q
+cat <<MSG
+
+vid origin on 127.0.0.1 (config: $prefix/conf/nginx.conf, log: $prefix/logs/error.log)
+  publish:  ffmpeg -re -i input.mp4 -c copy -f flv rtmp://127.0.0.1:$rtmp/live/demo
+  watch:    ffplay http://127.0.0.1:$http/live/demo/index.m3u8
+            (or VLC / ffmpeg -i with the same URL; any key [A-Za-z0-9_-]{1,64} works)
+Ctrl-C stops it.
+
+MSG
+exec build/sbin/nginx -p "$prefix" -c conf/nginx.conf -e logs/error.log -g 'daemon off;'
