@@ -1,1 +1,3 @@
 //! RTMP server session, sans-IO: bytes in, events and bytes to send out.
+
+pub mod amf0;
