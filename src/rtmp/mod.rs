@@ -545,7 +545,7 @@ impl Session {
     fn unwrap_ts(&mut self, ts: u32) -> i64 {
         let v = match self.ts_ref {
             None => ts as i64,
-            Some((last32, last64)) => last64 + ts.wrapping_sub(last32) as i32 as i64,
+            Some((last32, last64)) => last64.saturating_add(ts.wrapping_sub(last32) as i32 as i64),
         };
         self.ts_ref = Some((ts, v));
         v
