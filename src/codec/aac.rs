@@ -78,10 +78,14 @@ pub fn parse_asc(asc: &Bytes) -> Result<AudioConfig, CodecError> {
         }
     };
     if channels == 0 {
-        return Err(CodecError::Malformed("AAC program config element: no channels".into()));
+        return Err(CodecError::Malformed(
+            "AAC program config element: no channels".into(),
+        ));
     }
     if sample_rate == 0 || sample_rate > 96000 {
-        return Err(CodecError::Malformed(format!("AAC sampling frequency {sample_rate}")));
+        return Err(CodecError::Malformed(format!(
+            "AAC sampling frequency {sample_rate}"
+        )));
     }
     sample_rate = sample_rate.max(1);
     Ok(AudioConfig {
@@ -174,7 +178,10 @@ mod tests {
         assert_eq!(c.codec_string, "mp4a.40.2");
         // LC, 48 kHz, mono, frameLengthFlag = 1 → 960
         let c = parse(&[0x11, 0x8c]).unwrap();
-        assert_eq!((c.sample_rate, c.channels, c.frame_samples), (48000, 1, 960));
+        assert_eq!(
+            (c.sample_rate, c.channels, c.frame_samples),
+            (48000, 1, 960)
+        );
         // Explicit frequency (index 15) of 44100.
         let c = parse(&[0x17, 0x80, 0x56, 0x22, 0x10]).unwrap();
         assert_eq!((c.sample_rate, c.channels), (44100, 2));
@@ -186,7 +193,10 @@ mod tests {
         let c = parse(&[0x2b, 0x92, 0x08, 0x00]).unwrap();
         assert_eq!(c.object_type, 5);
         assert_eq!(c.codec_string, "mp4a.40.5");
-        assert_eq!((c.sample_rate, c.channels, c.frame_samples), (22050, 2, 1024));
+        assert_eq!(
+            (c.sample_rate, c.channels, c.frame_samples),
+            (22050, 2, 1024)
+        );
         // 11101 0111 0001 0100 00010 000: PS, core mono
         let c = parse(&[0xeb, 0x8a, 0x08, 0x00]).unwrap();
         assert_eq!(c.codec_string, "mp4a.40.29");
@@ -217,22 +227,36 @@ mod tests {
     #[test]
     fn errors() {
         assert_eq!(parse(&[]), Err(CodecError::Truncated("audioObjectType")));
-        assert_eq!(parse(&[0x12]), Err(CodecError::Truncated("samplingFrequencyIndex")));
+        assert_eq!(
+            parse(&[0x12]),
+            Err(CodecError::Truncated("samplingFrequencyIndex"))
+        );
         assert_eq!(
             parse(&[0x12, 0x00]),
             Err(CodecError::Truncated("PCE tag/object type/sampling index"))
         );
         // sampling index 13 (reserved)
-        assert!(matches!(parse(&[0x16, 0x90]), Err(CodecError::Malformed(_))));
+        assert!(matches!(
+            parse(&[0x16, 0x90]),
+            Err(CodecError::Malformed(_))
+        ));
         // AAC Main (1)
         assert_eq!(
             parse(&[0x0a, 0x10]),
-            Err(CodecError::Unsupported("AAC object type 1 (AAC Main)".into()))
+            Err(CodecError::Unsupported(
+                "AAC object type 1 (AAC Main)".into()
+            ))
         );
         // USAC via escape: 11111 001010 ...
-        assert!(matches!(parse(&[0xf9, 0x48, 0x80]), Err(CodecError::Unsupported(_))));
+        assert!(matches!(
+            parse(&[0xf9, 0x48, 0x80]),
+            Err(CodecError::Unsupported(_))
+        ));
         // channel configuration 9 (reserved)
-        assert!(matches!(parse(&[0x12, 0x48]), Err(CodecError::Unsupported(_))));
+        assert!(matches!(
+            parse(&[0x12, 0x48]),
+            Err(CodecError::Unsupported(_))
+        ));
         for len in 0..=MAX_ASC_LEN + 1 {
             let _ = parse_asc(&Bytes::from(vec![0xff; len]));
         }

@@ -43,10 +43,7 @@ pub fn parse_config(record: &Bytes) -> Result<VideoConfig, CodecError> {
         width,
         height,
         frame_rate: sps.fps().and_then(sane_frame_rate),
-        codec_string: format!(
-            "avc1.{:02x}{:02x}{:02x}",
-            record[1], record[2], record[3]
-        ),
+        codec_string: format!("avc1.{:02x}{:02x}{:02x}", record[1], record[2], record[3]),
     })
 }
 
@@ -167,7 +164,9 @@ mod tests {
     #[test]
     fn idr_detection_walks_all_nal_units() {
         // AUD, SEI, IDR slice
-        let au = [0, 0, 0, 2, 0x09, 0xf0, 0, 0, 0, 2, 0x06, 0x05, 0, 0, 0, 2, 0x65, 0x88];
+        let au = [
+            0, 0, 0, 2, 0x09, 0xf0, 0, 0, 0, 2, 0x06, 0x05, 0, 0, 0, 2, 0x65, 0x88,
+        ];
         assert!(is_idr(&au, 4));
         // Non-IDR slice only.
         assert!(!is_idr(&[0, 0, 0, 2, 0x41, 0x9a], 4));

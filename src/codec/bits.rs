@@ -66,7 +66,9 @@ impl<'a> BitReader<'a> {
         while !self.bit(what)? {
             zeros += 1;
             if zeros > 31 {
-                return Err(CodecError::Malformed(format!("{what}: Exp-Golomb code too long")));
+                return Err(CodecError::Malformed(format!(
+                    "{what}: Exp-Golomb code too long"
+                )));
             }
         }
         if zeros == 0 {
@@ -88,7 +90,9 @@ impl<'a> BitReader<'a> {
     pub(crate) fn ue_max(&mut self, max: u32, what: &'static str) -> Result<u32, CodecError> {
         let v = self.ue(what)?;
         if v > max {
-            return Err(CodecError::Malformed(format!("{what} = {v} (at most {max})")));
+            return Err(CodecError::Malformed(format!(
+                "{what} = {v} (at most {max})"
+            )));
         }
         Ok(v)
     }

@@ -262,17 +262,26 @@ pub fn parse_sps(nal: &[u8]) -> Result<SpsInfo, CodecError> {
 }
 
 /// profile_tier_level(1, sps_max_sub_layers_minus1), H.265 7.3.3.
-fn skip_profile_tier_level(r: &mut BitReader, max_sub_layers_minus1: u32) -> Result<(), CodecError> {
+fn skip_profile_tier_level(
+    r: &mut BitReader,
+    max_sub_layers_minus1: u32,
+) -> Result<(), CodecError> {
     // general profile space/tier/idc, compatibility and constraint flags (88 bits),
     // then general_level_idc.
     r.skip(88, "general_profile_tier")?;
     r.skip(8, "general_level_idc")?;
     let mut present = [(false, false); 8];
     for p in present.iter_mut().take(max_sub_layers_minus1 as usize) {
-        *p = (r.bit("sub_layer_profile_present_flag")?, r.bit("sub_layer_level_present_flag")?);
+        *p = (
+            r.bit("sub_layer_profile_present_flag")?,
+            r.bit("sub_layer_level_present_flag")?,
+        );
     }
     if max_sub_layers_minus1 > 0 {
-        r.skip(2 * (8 - max_sub_layers_minus1 as usize), "reserved_zero_2bits")?;
+        r.skip(
+            2 * (8 - max_sub_layers_minus1 as usize),
+            "reserved_zero_2bits",
+        )?;
     }
     for &(profile, level) in present.iter().take(max_sub_layers_minus1 as usize) {
         if profile {
@@ -286,10 +295,17 @@ fn skip_profile_tier_level(r: &mut BitReader, max_sub_layers_minus1: u32) -> Res
 }
 
 /// Reads on from `log2_max_pic_order_cnt_lsb_minus4` to the VUI timing info.
-fn read_vui_timing(r: &mut BitReader, max_sub_layers_minus1: u32) -> Result<Option<f64>, CodecError> {
+fn read_vui_timing(
+    r: &mut BitReader,
+    max_sub_layers_minus1: u32,
+) -> Result<Option<f64>, CodecError> {
     let log2_max_poc_lsb = r.ue_max(12, "log2_max_pic_order_cnt_lsb_minus4")? + 4;
     let ordering_all = r.bit("sps_sub_layer_ordering_info_present_flag")?;
-    let first = if ordering_all { 0 } else { max_sub_layers_minus1 };
+    let first = if ordering_all {
+        0
+    } else {
+        max_sub_layers_minus1
+    };
     for _ in first..=max_sub_layers_minus1 {
         r.ue("sps_max_dec_pic_buffering_minus1")?;
         r.ue("sps_max_num_reorder_pics")?;
@@ -514,7 +530,9 @@ mod tests {
     #[test]
     fn irap_detection() {
         // AUD (35), prefix SEI (39), CRA (21)
-        let cra = [0, 0, 0, 3, 0x46, 0x01, 0x50, 0, 0, 0, 2, 0x4e, 0x01, 0, 0, 0, 2, 0x2a, 0x01];
+        let cra = [
+            0, 0, 0, 3, 0x46, 0x01, 0x50, 0, 0, 0, 2, 0x4e, 0x01, 0, 0, 0, 2, 0x2a, 0x01,
+        ];
         assert!(is_irap(&cra, 4));
         // IDR_W_RADL (19)
         assert!(is_irap(&[0, 2, 0x26, 0x01], 2));

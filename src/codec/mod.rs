@@ -85,7 +85,9 @@ impl<'a> Iterator for NalUnits<'a> {
             return Some(Err(CodecError::Truncated("NAL unit length")));
         }
         let (prefix, rest) = self.data.split_at(self.length_size);
-        let len = prefix.iter().fold(0usize, |acc, &b| (acc << 8) | b as usize);
+        let len = prefix
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | b as usize);
         if len > rest.len() {
             self.failed = true;
             return Some(Err(CodecError::Truncated("NAL unit")));
@@ -100,17 +102,13 @@ impl<'a> Iterator for NalUnits<'a> {
 /// `data` splits into NAL units that exactly fill it, none of them empty.
 pub fn detect_length_size(data: &[u8]) -> Option<u8> {
     [4u8, 2, 1].into_iter().find(|&size| {
-        !data.is_empty()
-            && nal_units(data, size).all(|nal| matches!(nal, Ok(n) if !n.is_empty()))
+        !data.is_empty() && nal_units(data, size).all(|nal| matches!(nal, Ok(n) if !n.is_empty()))
     })
 }
 
 /// Reads a record's parameter-set length (u16) and body, bounded by the buffer and
 /// [`MAX_PARAM_SET_LEN`].
-fn read_param_set<'a>(
-    buf: &mut &'a [u8],
-    what: &'static str,
-) -> Result<&'a [u8], CodecError> {
+fn read_param_set<'a>(buf: &mut &'a [u8], what: &'static str) -> Result<&'a [u8], CodecError> {
     if buf.len() < 2 {
         return Err(CodecError::Truncated(what));
     }
