@@ -42,7 +42,7 @@ pub fn parse_asc(asc: &Bytes) -> Result<AudioConfig, CodecError> {
     let mut r = BitReader::new(asc);
     let signalled = object_type(&mut r)?;
     let sf_index = r.bits(4, "samplingFrequencyIndex")?;
-    let mut sample_rate = sample_rate(&mut r, sf_index)?;
+    let sample_rate = sample_rate(&mut r, sf_index)?;
     let channel_config = r.bits(4, "channelConfiguration")?;
     let mut core = signalled;
     if signalled == AOT_SBR || signalled == AOT_PS {
@@ -87,7 +87,6 @@ pub fn parse_asc(asc: &Bytes) -> Result<AudioConfig, CodecError> {
             "AAC sampling frequency {sample_rate}"
         )));
     }
-    sample_rate = sample_rate.max(1);
     Ok(AudioConfig {
         codec: AudioCodec::Aac,
         asc: asc.clone(),

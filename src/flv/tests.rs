@@ -782,3 +782,53 @@ fn si24_sign_extension() {
     assert_eq!(si24(&[0x80, 0, 0]), -0x80_0000);
     assert_eq!(si24(&[0xff, 0xff, 0xff]), -1);
 }
+
+/// Random SPS payloads behind valid record headers reach the SPS parsers
+/// (h264-reader for H.264, ours for H.265) and must not panic them.
+#[test]
+fn random_parameter_sets_never_panic() {
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let real_avc = parse_file(&fixture("h264_high_1280x720.flv")).video_configs[0].clone();
+    let (_, avc_sets) = avc::split_record(&real_avc.record).unwrap();
+    let real_hevc = parse_file(&fixture("hevc_aac_426x240.flv")).video_configs[0].clone();
+    let (_, hevc_sets) = hevc::split_record(&real_hevc.record).unwrap();
+    for round in 0..20_000 {
+        let len = 2 + (next() % 64) as usize;
+        let mut sps: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        // Half of the rounds: a real SPS with a few random bytes changed.
+        if round % 2 == 0 {
+            let real = if round % 4 == 0 {
+                &avc_sets.sps[0]
+            } else {
+                &hevc_sets.sps[0]
+            };
+            sps = real.to_vec();
+            for _ in 0..1 + next() % 3 {
+                let i = (next() as usize) % sps.len();
+                sps[i] = next() as u8;
+            }
+        }
+        // H.264
+        sps[0] = 0x67;
+        let mut rec = vec![1, sps.get(1).copied().unwrap_or(0x64), 0, 0x1f, 0xff, 0xe1];
+        rec.extend_from_slice(&(sps.len() as u16).to_be_bytes());
+        rec.extend_from_slice(&sps);
+        rec.push(1);
+        rec.extend_from_slice(&(avc_sets.pps[0].len() as u16).to_be_bytes());
+        rec.extend_from_slice(&avc_sets.pps[0]);
+        if let Ok(c) = avc::parse_config(&Bytes::from(rec)) {
+            assert!(c.width >= 1 && c.width <= codec::MAX_DIMENSION);
+            assert!(c.height >= 1 && c.height <= codec::MAX_DIMENSION);
+        }
+        // H.265
+        sps[0] = 0x42;
+        sps[1] = 0x01;
+        let _ = hevc::parse_sps(&sps);
+    }
+}
