@@ -720,8 +720,7 @@ fn audio_gap_reanchors_and_bad_timestamps_never_panic() {
     let late = frags
         .iter()
         .flat_map(|f| f.runs.iter())
-        .filter(|r| r.track == AUDIO_TRACK_ID)
-        .next_back()
+        .rfind(|r| r.track == AUDIO_TRACK_ID)
         .unwrap();
     let last_ms = (late.base + 1024 * (late.samples.len() as u64 - 1)) * 1000 / 44_100;
     assert!((5_900..6_000).contains(&last_ms), "{last_ms}");
