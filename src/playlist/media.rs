@@ -137,11 +137,11 @@ pub fn media_playlist(
                 write_part(&mut o, p);
             }
         }
-        if idx.init_version() > 0 {
+        if let Some((msn, part)) = idx.next_part() {
             let _ = writeln!(
                 o,
                 "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{}\"",
-                part_name(idx.next_msn(), partial.len() as u32)
+                part_name(msn, part)
             );
         }
     }

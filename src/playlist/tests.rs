@@ -539,6 +539,7 @@ fn live_low_latency_playlist_rules() {
     assert_eq!(p.partial.pdt.as_deref(), Some("2026-11-27T06:01:45.123Z"));
     let hint = p.preload_hint.as_ref().unwrap()["URI"].clone();
     assert_eq!(hint, "15.3.m4s");
+    assert_eq!(sim.idx().next_part(), Some((15, 3)));
     // The hinted URI is the next EXT-X-PART.
     sim.run_until(30_900);
     let (_, p2) = sim.render(ll(), true);

@@ -367,6 +367,16 @@ impl StreamIndex {
             .map(|p| (p.msn, p.part))
     }
 
+    /// The part a preload hint names, and which a GET may wait for: the next part of the
+    /// segment being built. None unless live with an init section.
+    pub fn next_part(&self) -> Option<(u64, u32)> {
+        if self.state != STATE_LIVE || self.init_version == 0 {
+            return None;
+        }
+        let n = self.parts_of(self.next_msn).count() as u32;
+        Some((self.next_msn, n))
+    }
+
     pub fn media_sequence(&self) -> u64 {
         self.media_sequence
     }
