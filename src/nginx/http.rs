@@ -142,7 +142,7 @@ unsafe extern "C" fn set_hls_live(
 thread_local! {
     /// One snapshot buffer per worker: the index is copied here under the zone lock and
     /// rendered after the lock is released.
-    static SNAPSHOT: RefCell<Box<StreamIndex>> = RefCell::new(Box::new(StreamIndex::EMPTY));
+    static SNAPSHOT: RefCell<Box<StreamIndex>> = RefCell::new(Box::new(StreamIndex::ZERO));
 }
 
 unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
@@ -207,11 +207,15 @@ unsafe fn serve_playlist(
 ) -> ngx_int_t {
     let now = now_ms();
     let (body, max_age) = match media {
-        MediaFile::MultivariantPlaylist => match playlist::multivariant_playlist(idx, "index.m3u8")
-        {
-            Some(body) => (body, playlist::max_age(idx, false)),
-            None => return NGX_HTTP_NOT_FOUND as ngx_int_t,
-        },
+        MediaFile::MultivariantPlaylist => {
+            if !idx.target_duration_decided() {
+                return NGX_HTTP_NOT_FOUND as ngx_int_t;
+            }
+            (
+                playlist::multivariant_playlist(idx, "index.m3u8"),
+                playlist::max_age(idx, false),
+            )
+        }
         _ => {
             let req = match playlist::parse_query(args) {
                 Ok(req) => req,
@@ -231,7 +235,7 @@ unsafe fn serve_playlist(
             } else {
                 playlist::MediaRequest::default()
             };
-            if !idx.has_segments() {
+            if !idx.target_duration_decided() {
                 return NGX_HTTP_NOT_FOUND as ngx_int_t;
             }
             (

@@ -13,7 +13,7 @@ use nginx_sys::{
     NGX_ERROR, NGX_LOG_EMERG, NGX_LOG_NOTICE, NGX_OK,
 };
 
-use crate::store::index::{StreamIndex, Table};
+use crate::store::{StreamIndex, Table};
 
 const MAGIC: u64 = 0x7669_645f_7a6f_6e65; // "vid_zone"
 
@@ -28,7 +28,7 @@ struct Header {
 /// `ngx_shm_zone_t.init` for vid zones.
 pub unsafe extern "C" fn init(shm_zone: *mut ngx_shm_zone_t, data: *mut c_void) -> ngx_int_t {
     let zone = &mut *shm_zone;
-    let log = (*ngx::core::ngx_cycle_log_ptr()).cast_mut();
+    let log = ngx::log::ngx_cycle_log().as_ptr();
     if !data.is_null() {
         let old = data as *mut Header;
         if (*old).magic == MAGIC && (*old).index_size == mem::size_of::<StreamIndex>() {
@@ -43,6 +43,8 @@ pub unsafe extern "C" fn init(shm_zone: *mut ngx_shm_zone_t, data: *mut c_void) 
     }
     let mut n = zone.shm.size / mem::size_of::<StreamIndex>();
     let mut slots = ptr::null_mut();
+    // Find the largest table that fits; failed tries are expected, not worth a log line.
+    (*sp).log_nomem = 0;
     while n > 0 {
         slots = ngx_slab_calloc(sp, n * mem::size_of::<StreamIndex>()) as *mut StreamIndex;
         if !slots.is_null() {
@@ -50,6 +52,7 @@ pub unsafe extern "C" fn init(shm_zone: *mut ngx_shm_zone_t, data: *mut c_void) 
         }
         n = n * 15 / 16;
     }
+    (*sp).log_nomem = 1;
     if slots.is_null() {
         ngx::ngx_log_error!(
             NGX_LOG_EMERG,
@@ -79,7 +82,7 @@ pub unsafe extern "C" fn init(shm_zone: *mut ngx_shm_zone_t, data: *mut c_void) 
 }
 
 fn zone_name(zone: &ngx_shm_zone_t) -> &str {
-    core::str::from_utf8(unsafe { zone.shm.name.as_bytes() }).unwrap_or("?")
+    core::str::from_utf8(zone.shm.name.as_bytes()).unwrap_or("?")
 }
 
 /// A handle on one vid zone in this worker.
@@ -119,10 +122,6 @@ impl Zone {
             None => false,
         })
         .unwrap_or(false)
-    }
-
-    pub fn name(&self) -> &str {
-        unsafe { self.0.as_ref().map(zone_name).unwrap_or("?") }
     }
 }
 
