@@ -44,7 +44,7 @@ pub unsafe extern "C" fn init(shm_zone: *mut ngx_shm_zone_t, data: *mut c_void) 
     let mut n = zone.shm.size / mem::size_of::<StreamIndex>();
     let mut slots = ptr::null_mut();
     // Find the largest table that fits; failed tries are expected, not worth a log line.
-    (*sp).log_nomem = 0;
+    (*sp).set_log_nomem(0);
     while n > 0 {
         slots = ngx_slab_calloc(sp, n * mem::size_of::<StreamIndex>()) as *mut StreamIndex;
         if !slots.is_null() {
@@ -52,7 +52,7 @@ pub unsafe extern "C" fn init(shm_zone: *mut ngx_shm_zone_t, data: *mut c_void) 
         }
         n = n * 15 / 16;
     }
-    (*sp).log_nomem = 1;
+    (*sp).set_log_nomem(1);
     if slots.is_null() {
         ngx::ngx_log_error!(
             NGX_LOG_EMERG,
