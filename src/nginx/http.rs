@@ -26,26 +26,37 @@ use nginx_sys::{
 use ngx::ngx_log_error;
 
 use super::stream::zone_add;
+use super::wait::{self, Want};
 use super::zone::Zone;
 use super::{conf_ok, now_ms, NGX_CONF_ERROR, NGX_CONF_UNSET};
-use crate::playlist;
+use crate::playlist::{self, Blocking, MediaRequest};
 use crate::store::index::StreamIndex;
 use crate::store::names::{self, MediaFile};
 
 #[repr(C)]
 pub struct LocConf {
     enable: ngx_flag_t,
+    low_latency: ngx_flag_t,
     zone_name: ngx_str_t,
     zone: *mut ngx_shm_zone_t,
 }
 
-static mut COMMANDS: [ngx_command_t; 3] = [
+static mut COMMANDS: [ngx_command_t; 4] = [
     ngx_command_t {
         name: ngx::ngx_string!("hls_live"),
         type_: (NGX_HTTP_LOC_CONF | NGX_CONF_FLAG) as ngx_uint_t,
         set: Some(set_hls_live),
         conf: NGX_HTTP_LOC_CONF_OFFSET,
         offset: core::mem::offset_of!(LocConf, enable),
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx::ngx_string!("hls_live_low_latency"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_FLAG)
+            as ngx_uint_t,
+        set: Some(ngx_conf_set_flag_slot),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: core::mem::offset_of!(LocConf, low_latency),
         post: ptr::null_mut(),
     },
     ngx_command_t {
@@ -87,6 +98,7 @@ unsafe extern "C" fn create_loc_conf(cf: *mut ngx_conf_t) -> *mut c_void {
         return ptr::null_mut();
     }
     (*conf).enable = NGX_CONF_UNSET as ngx_flag_t;
+    (*conf).low_latency = NGX_CONF_UNSET as ngx_flag_t;
     conf.cast()
 }
 
@@ -102,6 +114,13 @@ unsafe extern "C" fn merge_loc_conf(
             0
         } else {
             prev.enable
+        };
+    }
+    if conf.low_latency == NGX_CONF_UNSET as ngx_flag_t {
+        conf.low_latency = if prev.low_latency == NGX_CONF_UNSET as ngx_flag_t {
+            1
+        } else {
+            prev.low_latency
         };
     }
     if conf.zone_name.data.is_null() {
@@ -176,75 +195,136 @@ unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
     let Some(media) = MediaFile::parse(file) else {
         return NGX_HTTP_NOT_FOUND as ngx_int_t;
     };
+    let low_latency = conf.low_latency == 1;
     match media {
-        MediaFile::MediaPlaylist | MediaFile::MultivariantPlaylist => {
-            let args = String::from_utf8_lossy((*r).args.as_bytes()).into_owned();
+        MediaFile::MediaPlaylist => {
+            let req = if low_latency {
+                match playlist::parse_query(&String::from_utf8_lossy((*r).args.as_bytes())) {
+                    Ok(req) => req,
+                    Err(e) => {
+                        ngx_log_error!(
+                            NGX_LOG_INFO,
+                            (*(*r).connection).log,
+                            "hls_live: bad playlist request: {}",
+                            e
+                        );
+                        return NGX_HTTP_BAD_REQUEST as ngx_int_t;
+                    }
+                }
+            } else {
+                // Without LL-HLS nothing is advertised, so _HLS_* parameters are ignored.
+                MediaRequest::default()
+            };
             SNAPSHOT.with(|snap| {
                 let mut snap = snap.borrow_mut();
                 if !zone.snapshot(key, &mut snap) {
                     return NGX_HTTP_NOT_FOUND as ngx_int_t;
                 }
-                serve_playlist(r, &snap, media, &args)
+                let idx: &StreamIndex = &snap;
+                match playlist::blocking_state(idx, &req) {
+                    Blocking::BadRequest(why) => {
+                        ngx_log_error!(
+                            NGX_LOG_INFO,
+                            (*(*r).connection).log,
+                            "hls_live: bad playlist request: {}",
+                            why
+                        );
+                        NGX_HTTP_BAD_REQUEST as ngx_int_t
+                    }
+                    Blocking::Ready if idx.target_duration_decided() => {
+                        send_media_playlist(r, idx, &req, low_latency)
+                    }
+                    // Blocking requests wait (also for the first segment); plain ones get 404
+                    // until the first segment has decided the target duration.
+                    _ if req.msn.is_some() => {
+                        let deadline = now_ms() + hold_limit_ms(idx);
+                        wait::hold(
+                            r,
+                            zone,
+                            key,
+                            Want::Playlist(req),
+                            deadline,
+                            idx.generation(),
+                        )
+                    }
+                    _ => NGX_HTTP_NOT_FOUND as ngx_int_t,
+                }
             })
         }
+        MediaFile::MultivariantPlaylist => SNAPSHOT.with(|snap| {
+            let mut snap = snap.borrow_mut();
+            if !zone.snapshot(key, &mut snap) || !snap.target_duration_decided() {
+                return NGX_HTTP_NOT_FOUND as ngx_int_t;
+            }
+            let body = playlist::multivariant_playlist(&snap, "index.m3u8");
+            send_text(
+                r,
+                PLAYLIST_TYPE,
+                body.as_bytes(),
+                playlist::max_age(&snap, false),
+            )
+        }),
         _ => {
-            let found =
-                zone.with_table(|t| t.find(key).map(|i| (i.dir().to_owned(), i.has_video())));
-            let Some(Some((dir, has_video))) = found else {
+            let found = zone.with_stream(key, |i| {
+                let hinted = match media {
+                    MediaFile::Part { msn, part } if low_latency => {
+                        i.part(msn, part).is_none() && i.next_part() == Some((msn, part))
+                    }
+                    _ => false,
+                };
+                (
+                    i.dir().to_owned(),
+                    i.has_video(),
+                    hinted,
+                    hold_limit_ms(i),
+                    i.generation(),
+                )
+            });
+            let Some((dir, has_video, hinted, limit, generation)) = found else {
                 return NGX_HTTP_NOT_FOUND as ngx_int_t;
             };
             let ct: &'static str = if has_video { "video/mp4" } else { "audio/mp4" };
-            send_file(r, &format!("{dir}/{file}"), ct)
+            let path = format!("{dir}/{file}");
+            match media {
+                // The preload-hinted part: hold the GET until the whole part exists.
+                MediaFile::Part { msn, part } if hinted => {
+                    let want = Want::Part {
+                        msn,
+                        part,
+                        path,
+                        content_type: ct,
+                    };
+                    wait::hold(r, zone, key, want, now_ms() + limit, generation)
+                }
+                _ => send_file(r, &path, ct),
+            }
         }
     }
 }
 
-unsafe fn serve_playlist(
+const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
+
+/// How long a request may be held: 3 × target duration (then 503).
+fn hold_limit_ms(idx: &StreamIndex) -> i64 {
+    3 * 1000 * idx.target_duration().max(1) as i64
+}
+
+/// Render and send the media playlist of `idx` for `req`.
+pub(super) unsafe fn send_media_playlist(
     r: *mut ngx_http_request_t,
     idx: &StreamIndex,
-    media: MediaFile,
-    args: &str,
+    req: &MediaRequest,
+    low_latency: bool,
 ) -> ngx_int_t {
-    let now = now_ms();
-    let (body, max_age) = match media {
-        MediaFile::MultivariantPlaylist => {
-            if !idx.target_duration_decided() {
-                return NGX_HTTP_NOT_FOUND as ngx_int_t;
-            }
-            (
-                playlist::multivariant_playlist(idx, "index.m3u8"),
-                playlist::max_age(idx, false),
-            )
-        }
-        _ => {
-            let req = match playlist::parse_query(args) {
-                Ok(req) => req,
-                Err(e) => {
-                    ngx_log_error!(
-                        NGX_LOG_INFO,
-                        (*(*r).connection).log,
-                        "hls_live: bad playlist request: {}",
-                        e
-                    );
-                    return NGX_HTTP_BAD_REQUEST as ngx_int_t;
-                }
-            };
-            let opts = playlist::RenderOptions { low_latency: false };
-            let req = if opts.low_latency {
-                req
-            } else {
-                playlist::MediaRequest::default()
-            };
-            if !idx.target_duration_decided() {
-                return NGX_HTTP_NOT_FOUND as ngx_int_t;
-            }
-            (
-                playlist::media_playlist(idx, &req, &opts, now),
-                playlist::max_age(idx, false),
-            )
-        }
-    };
-    send_text(r, "application/vnd.apple.mpegurl", body.as_bytes(), max_age)
+    let opts = playlist::RenderOptions { low_latency };
+    let body = playlist::media_playlist(idx, req, &opts, now_ms());
+    let blocking = req.msn.is_some() && idx.state() == crate::store::StreamState::Live;
+    send_text(
+        r,
+        PLAYLIST_TYPE,
+        body.as_bytes(),
+        playlist::max_age(idx, blocking),
+    )
 }
 
 unsafe fn set_cache_control(r: *mut ngx_http_request_t, max_age: u32) {
@@ -294,7 +374,7 @@ unsafe fn set_content_type(r: *mut ngx_http_request_t, ct: &'static str) {
     (*r).headers_out.content_type_lowcase = ptr::null_mut();
 }
 
-unsafe fn send_file(
+pub(super) unsafe fn send_file(
     r: *mut ngx_http_request_t,
     path: &str,
     content_type: &'static str,

@@ -9,6 +9,7 @@
 mod http;
 mod stream;
 mod sweeper;
+mod wait;
 mod zone;
 
 use core::ffi::c_char;

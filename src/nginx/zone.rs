@@ -13,7 +13,10 @@ use nginx_sys::{
     NGX_ERROR, NGX_LOG_EMERG, NGX_LOG_NOTICE, NGX_OK,
 };
 
-use crate::store::{StreamIndex, Table};
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use crate::store::{StreamIndex, StreamState, Table};
 
 const MAGIC: u64 = 0x7669_645f_7a6f_6e65; // "vid_zone"
 
@@ -112,17 +115,69 @@ impl Zone {
         }
     }
 
+    /// Run `f` on the slot of `key` with the zone locked. Each worker remembers where a
+    /// key's slot is, so a lookup is one key comparison instead of a table scan.
+    pub fn with_stream<R>(&self, key: &str, f: impl FnOnce(&mut StreamIndex) -> R) -> Option<R> {
+        let zone = self.0 as usize;
+        let cached = SLOTS.with(|c| c.borrow().get(&(zone, key.to_owned())).copied());
+        self.with_table(|t| {
+            let slot = match cached.filter(|&i| {
+                t.slot(i)
+                    .is_some_and(|s| s.state() != StreamState::Free && s.key() == key)
+            }) {
+                Some(i) => i,
+                None => {
+                    let i = t.find_slot(key)?;
+                    SLOTS.with(|c| {
+                        let mut c = c.borrow_mut();
+                        if c.len() > 4096 {
+                            c.clear();
+                        }
+                        c.insert((zone, key.to_owned()), i);
+                    });
+                    i
+                }
+            };
+            t.slot_mut(slot).map(f)
+        })
+        .flatten()
+    }
+
     /// Copy one stream's index out of the zone.
     pub fn snapshot(&self, key: &str, out: &mut StreamIndex) -> bool {
-        self.with_table(|t| match t.find(key) {
-            Some(idx) => {
-                *out = *idx;
-                true
-            }
-            None => false,
-        })
-        .unwrap_or(false)
+        self.with_stream(key, |idx| *out = *idx).is_some()
     }
+
+    /// Copy one stream's index out of the zone if its generation differs from `seen`.
+    pub fn snapshot_if_changed(
+        &self,
+        key: &str,
+        seen: Option<u64>,
+        out: &mut StreamIndex,
+    ) -> Lookup {
+        self.with_stream(key, |idx| {
+            let g = idx.generation();
+            if seen == Some(g) {
+                Lookup::Unchanged
+            } else {
+                *out = *idx;
+                Lookup::Changed(g)
+            }
+        })
+        .unwrap_or(Lookup::Missing)
+    }
+}
+
+/// Result of [`Zone::snapshot_if_changed`].
+pub enum Lookup {
+    Missing,
+    Unchanged,
+    Changed(u64),
+}
+
+thread_local! {
+    /// (zone, key) → slot index, verified under the lock on every use.
+    static SLOTS: RefCell<HashMap<(usize, String), usize>> = RefCell::new(HashMap::new());
 }
 
 impl crate::ingest::SharedIndex for Zone {

@@ -57,6 +57,11 @@ impl<'a> Table<'a> {
             .position(|s| s.state() != StreamState::Free && s.key() == key)
     }
 
+    /// The slot number of `key`, if it has one.
+    pub fn find_slot(&self, key: &str) -> Option<usize> {
+        self.position(key)
+    }
+
     pub fn find(&self, key: &str) -> Option<&StreamIndex> {
         self.position(key).map(|i| &self.slots[i])
     }
