@@ -17,11 +17,11 @@ use nginx_sys::{
     ngx_http_core_loc_conf_t, ngx_http_core_module, ngx_http_discard_request_body,
     ngx_http_module_t, ngx_http_output_filter, ngx_http_request_t, ngx_http_send_header, ngx_int_t,
     ngx_module_t, ngx_pcalloc, ngx_pnalloc, ngx_pool_cleanup_add, ngx_pool_cleanup_file,
-    ngx_pool_cleanup_file_t, ngx_shm_zone_t, ngx_str_t, ngx_uint_t, NGX_CONF_FLAG, NGX_CONF_TAKE1,
-    NGX_ERROR, NGX_HTTP_BAD_REQUEST, NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_INTERNAL_SERVER_ERROR,
-    NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MODULE,
-    NGX_HTTP_NOT_ALLOWED, NGX_HTTP_NOT_FOUND, NGX_HTTP_OK, NGX_HTTP_SRV_CONF, NGX_LOG_ERR,
-    NGX_LOG_INFO, NGX_OK,
+    ngx_pool_cleanup_file_t, ngx_shm_zone_t, ngx_str_t, ngx_uint_t, NGX_CONF_FLAG, NGX_CONF_NOARGS,
+    NGX_CONF_TAKE1, NGX_ERROR, NGX_HTTP_BAD_REQUEST, NGX_HTTP_GET, NGX_HTTP_HEAD,
+    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
+    NGX_HTTP_MAIN_CONF, NGX_HTTP_MODULE, NGX_HTTP_NOT_ALLOWED, NGX_HTTP_NOT_FOUND, NGX_HTTP_OK,
+    NGX_HTTP_SRV_CONF, NGX_LOG_ERR, NGX_LOG_INFO, NGX_OK,
 };
 use ngx::ngx_log_error;
 
@@ -36,12 +36,21 @@ use crate::store::names::{self, MediaFile};
 #[repr(C)]
 pub struct LocConf {
     enable: ngx_flag_t,
+    streams: ngx_flag_t,
     low_latency: ngx_flag_t,
     zone_name: ngx_str_t,
     zone: *mut ngx_shm_zone_t,
 }
 
-static mut COMMANDS: [ngx_command_t; 4] = [
+static mut COMMANDS: [ngx_command_t; 5] = [
+    ngx_command_t {
+        name: ngx::ngx_string!("hls_live_streams"),
+        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS) as ngx_uint_t,
+        set: Some(set_hls_live_streams),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
     ngx_command_t {
         name: ngx::ngx_string!("hls_live"),
         type_: (NGX_HTTP_LOC_CONF | NGX_CONF_FLAG) as ngx_uint_t,
@@ -130,7 +139,7 @@ unsafe extern "C" fn merge_loc_conf(
             prev.zone_name
         };
     }
-    if conf.enable == 1 {
+    if conf.enable == 1 || conf.streams == 1 {
         let mut name = conf.zone_name;
         conf.zone = zone_add(cf, &mut name, 0);
         if conf.zone.is_null() {
@@ -156,6 +165,50 @@ unsafe extern "C" fn set_hls_live(
         (*clcf).handler = Some(handler);
     }
     conf_ok()
+}
+
+unsafe extern "C" fn set_hls_live_streams(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    let conf = &mut *(conf as *mut LocConf);
+    if conf.streams == 1 {
+        return c"is duplicate".as_ptr().cast_mut();
+    }
+    conf.streams = 1;
+    let ctx = (*cf).ctx as *mut ngx_http_conf_ctx_t;
+    let clcf =
+        *(*ctx).loc_conf.add(ngx_http_core_module.ctx_index) as *mut ngx_http_core_loc_conf_t;
+    (*clcf).handler = Some(streams_handler);
+    conf_ok()
+}
+
+/// `hls_live_streams;` — the JSON list of the zone's streams.
+unsafe extern "C" fn streams_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    let run = || {
+        if (*r).method & (NGX_HTTP_GET | NGX_HTTP_HEAD) as ngx_uint_t == 0 {
+            return NGX_HTTP_NOT_ALLOWED as ngx_int_t;
+        }
+        let rc = ngx_http_discard_request_body(r);
+        if rc != NGX_OK as ngx_int_t {
+            return rc;
+        }
+        let conf = &*(*(*r).loc_conf.add(ngx_http_vid_module.ctx_index) as *const LocConf);
+        let mut list = Zone(conf.zone)
+            .with_table(|t| {
+                t.iter()
+                    .filter_map(playlist::StreamSummary::of)
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        let body = playlist::streams_json(&mut list);
+        send_text(r, playlist::JSON_MIME, body.as_bytes(), 1)
+    };
+    match catch_unwind(AssertUnwindSafe(run)) {
+        Ok(rc) => rc,
+        Err(_) => NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
+    }
 }
 
 thread_local! {

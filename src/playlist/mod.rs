@@ -7,6 +7,7 @@
 //!
 //! No `_HLS_*` parameter ever appears in what is rendered; all URIs are relative.
 
+mod listing;
 mod media;
 mod multivariant;
 mod query;
@@ -15,11 +16,15 @@ pub mod time;
 #[cfg(test)]
 mod tests;
 
+pub use listing::{streams_json, StreamSummary};
 pub use media::media_playlist;
 pub use multivariant::multivariant_playlist;
 pub use query::{parse_query, MediaRequest, Skip};
 
 use crate::store::{StreamIndex, StreamState};
+
+/// MIME type of the stream listing.
+pub const JSON_MIME: &str = "application/json";
 
 /// MIME type of playlists.
 pub const PLAYLIST_MIME: &str = "application/vnd.apple.mpegurl";

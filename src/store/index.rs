@@ -310,6 +310,11 @@ impl StreamIndex {
         self.owner
     }
 
+    /// When the current (or last) publish began.
+    pub fn claimed_ms(&self) -> i64 {
+        self.claimed_ms
+    }
+
     pub fn updated_ms(&self) -> i64 {
         self.updated_ms
     }

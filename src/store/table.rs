@@ -57,6 +57,11 @@ impl<'a> Table<'a> {
             .position(|s| s.state() != StreamState::Free && s.key() == key)
     }
 
+    /// Every slot, free ones included.
+    pub fn iter(&self) -> impl Iterator<Item = &StreamIndex> + '_ {
+        self.slots.iter()
+    }
+
     /// The slot number of `key`, if it has one.
     pub fn find_slot(&self, key: &str) -> Option<usize> {
         self.position(key)
