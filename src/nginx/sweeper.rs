@@ -33,6 +33,19 @@ pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
 }
 
 unsafe extern "C" fn tick(ev: *mut ngx_event_t) {
+    if std::panic::catch_unwind(|| sweep(ev)).is_err() {
+        ngx_log_error!(
+            nginx_sys::NGX_LOG_ALERT,
+            (*ev).log,
+            "hls_live: internal error in housekeeping"
+        );
+    }
+    if nginx_sys::ngx_exiting == 0 && nginx_sys::ngx_quit == 0 {
+        nginx_sys::ngx_add_timer(ev, INTERVAL_MS as _);
+    }
+}
+
+unsafe fn sweep(ev: *mut ngx_event_t) {
     let cycle = ngx_cycle;
     let now = now_ms();
     let mut part: *mut ngx_list_part_t = &mut (*cycle).shared_memory.part;
@@ -68,8 +81,5 @@ unsafe extern "C" fn tick(ev: *mut ngx_event_t) {
                 );
             }
         }
-    }
-    if nginx_sys::ngx_exiting == 0 && nginx_sys::ngx_quit == 0 {
-        nginx_sys::ngx_add_timer(ev, INTERVAL_MS as _);
     }
 }

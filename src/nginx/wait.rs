@@ -119,13 +119,24 @@ fn arm() {
         if (*ev).handler.is_none() {
             (*ev).handler = Some(tick);
             (*ev).log = ngx::log::ngx_cycle_log().as_ptr();
-            (*ev).set_cancelable(1);
+            // Not cancelable: a worker that shuts down (reload) answers its held
+            // requests first; none waits longer than 3 × TD.
         }
         nginx_sys::ngx_add_timer(ev, TICK_MS as _);
     });
 }
 
-unsafe extern "C" fn tick(_ev: *mut ngx_event_t) {
+unsafe extern "C" fn tick(ev: *mut ngx_event_t) {
+    if std::panic::catch_unwind(|| check_waiters()).is_err() {
+        ngx::ngx_log_error!(
+            nginx_sys::NGX_LOG_ALERT,
+            (*ev).log,
+            "hls_live: internal error in held requests"
+        );
+    }
+}
+
+unsafe fn check_waiters() {
     let now = now_ms();
     // Streams with waiters, each checked once.
     let streams: Vec<(String, Zone)> = REGISTRY.with(|reg| {

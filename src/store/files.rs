@@ -60,7 +60,15 @@ impl StreamDir {
     fn write_atomic(&self, name: &str, data: &[u8]) -> io::Result<()> {
         let tmp = self.dir.join(format!(".{name}.tmp"));
         let result = (|| {
-            let mut f = create_file(&tmp)?;
+            let mut f = match create_file(&tmp) {
+                // The folder of an ended stream with the same key was just removed by
+                // housekeeping: make it again.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    fs::create_dir_all(&self.dir)?;
+                    create_file(&tmp)?
+                }
+                r => r?,
+            };
             f.write_all(data)?;
             drop(f);
             fs::rename(&tmp, self.dir.join(name))
