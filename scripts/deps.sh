@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages a task needs, only those missing. Idempotent.
 #   scripts/deps.sh build   compiler deps for nginx + the vid module
-#   scripts/deps.sh test    + ffmpeg, python test tools, a modern ffmpeg (imageio-ffmpeg)
+#   scripts/deps.sh test    + ffmpeg, python test tools, a modern ffmpeg (imageio-ffmpeg),
+#                           node + npm (the m3u8-parser conformance check)
 #   scripts/deps.sh bench   + nginx with nginx-rtmp-module (the peer we compare with), wrk
 set -euo pipefail
 what=${1:-build}
@@ -13,6 +14,11 @@ case "$what" in
   bench) pkgs+=(ffmpeg python3-pip curl procps nginx libnginx-mod-rtmp wrk) ;;
   *) echo "usage: $0 build|test|bench" >&2; exit 2 ;;
 esac
+# node + npm for tests/tools (m3u8-parser). Only when missing: a node from another
+# source (e.g. NodeSource, which bundles npm) conflicts with Debian's npm package.
+if [ "$what" != build ] && ! { command -v node && command -v npm; } >/dev/null 2>&1; then
+  pkgs+=(nodejs npm)
+fi
 
 missing=()
 for p in "${pkgs[@]}"; do

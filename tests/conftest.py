@@ -75,7 +75,9 @@ def http(url, method="GET", headers=None, timeout=10):
 class Vid:
     """One nginx+vid origin."""
 
-    def __init__(self, workers=1, segment="1s", part="200ms", window=6, extra_env=None):
+    def __init__(self, workers=1, segment="1s", part="200ms", window=6, extra_env=None, stream_extra=""):
+        """stream_extra: directives inserted into the RTMP server block of stream{}
+        (e.g. "rtmp_live_timeout 3s;")."""
         self.prefix = Path(tempfile.mkdtemp(prefix="vid-test-"))
         os.chmod(self.prefix, 0o755)  # workers run as nobody when the tests run as root
         for d in ("conf", "logs", "media"):
@@ -89,6 +91,10 @@ class Vid:
             [str(ROOT / "scripts" / "render-conf.sh"), str(self.prefix), str(self.rtmp_port), str(self.http_port), str(workers)],
             check=True, capture_output=True, text=True, env=env,
         ).stdout
+        if stream_extra:
+            anchor = "rtmp_live live;"
+            assert anchor in conf, "rendered config has no rtmp_live line"
+            conf = conf.replace(anchor, f"{anchor}\n        {stream_extra}", 1)
         (self.prefix / "conf" / "nginx.conf").write_text(conf)
         self.proc = None
 
