@@ -57,7 +57,7 @@ pub const MAX_AUDIO_QUEUE_MS: i64 = 10_000;
 /// Leading-track timestamps going back more than this are a clock reset.
 pub const BACKWARD_RESET_MS: i64 = 1_000;
 /// Leading-track timestamps jumping forward more than this are a clock reset.
-pub const FORWARD_RESET_MS: i64 = 10_000;
+pub const FORWARD_RESET_MS: i64 = 1_000;
 /// Audio drift (in frames) against the RTMP timestamps tolerated before re-anchoring.
 pub const AUDIO_DRIFT_FRAMES: i64 = 2;
 /// Part target bounds (ms) accepted by [`SegmenterConfig`]; values outside are clamped.

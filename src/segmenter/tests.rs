@@ -955,3 +955,39 @@ fn audio_only_start_then_video_joins() {
     check_contiguous(&r, AUDIO_TRACK_ID);
     check_contiguous(&r, VIDEO_TRACK_ID);
 }
+
+#[test]
+fn timestamp_jumps_do_not_stretch_the_timeline() {
+    // One video frame stamped 2 s back, and later a 3 s forward jump of both tracks:
+    // neither may add seconds to the timeline or keep a segment open past its target.
+    let mut frames = timeline(Some((30, 1)), 30, Some(44_100), 6, 0, false);
+    for f in frames.iter_mut() {
+        if f.kind == TrackKind::Video && f.dts_ms == 1_500 {
+            f.dts_ms -= 2_000;
+        }
+        if f.dts_ms >= 4_000 {
+            f.dts_ms += 3_000;
+        }
+    }
+    let r = run(
+        SegmenterConfig {
+            segment_target_ms: 1_000,
+            part_target_ms: 200,
+        },
+        Some(vcfg(1)),
+        Some(acfg(44_100)),
+        frames,
+    );
+    // A rebased frame may leave one part a few ms long: pathological input.
+    let segs = check_slack(&r, 200, 5_000);
+    let total: u64 = segs.iter().map(|s| s.duration_us).sum();
+    assert!(
+        (5_800_000..6_300_000).contains(&total),
+        "timeline stretched to {total} us"
+    );
+    assert!(
+        segs.iter().all(|s| s.duration_us <= 1_100_000),
+        "{:?}",
+        segs.iter().map(|s| s.duration_us).collect::<Vec<_>>()
+    );
+}
