@@ -83,6 +83,11 @@ fn be32(b: &[u8]) -> u32 {
 }
 
 impl ChunkReader {
+    /// Change the largest message accepted from now on.
+    pub fn set_max_message_size(&mut self, max: usize) {
+        self.max_message_size = max;
+    }
+
     pub fn new(max_message_size: usize) -> Self {
         ChunkReader {
             chunk_size: DEFAULT_CHUNK_SIZE,

@@ -44,6 +44,8 @@ pub const MAX_STREAMS: usize = 16;
 pub const MAX_OUTPUT_BUFFER: usize = 4 << 20;
 /// Most FLV tags in one aggregate message.
 pub const MAX_AGGREGATE_TAGS: usize = 4096;
+/// Largest message accepted before a publish is accepted (commands only).
+pub const MAX_COMMAND_MESSAGE: usize = 64 << 10;
 
 const MSG_SET_CHUNK_SIZE: u8 = 1;
 const MSG_ABORT: u8 = 2;
@@ -260,7 +262,9 @@ pub struct Session {
 
 impl Session {
     pub fn new(cfg: SessionConfig) -> Self {
-        let reader = ChunkReader::new(cfg.max_message_size);
+        // Until a publish is accepted only commands flow: a connection that has not been
+        // accepted as a publisher can hold at most this much memory.
+        let reader = ChunkReader::new(cfg.max_message_size.min(MAX_COMMAND_MESSAGE));
         Session {
             cfg,
             phase: Phase::C0C1,
@@ -392,6 +396,7 @@ impl Session {
         };
         let name = name.clone();
         s.publish = PublishState::Publishing(name.clone());
+        self.reader.set_max_message_size(self.cfg.max_message_size);
         let mut uc = Vec::with_capacity(6);
         uc.extend_from_slice(&UC_STREAM_BEGIN.to_be_bytes());
         uc.extend_from_slice(&stream_id.to_be_bytes());

@@ -978,7 +978,13 @@ fn metadata_forms() {
 
 #[test]
 fn message_size_bound() {
+    // Before a publish is accepted only command-sized messages are allowed...
     let mut p = Peer::handshaken(SessionConfig::default());
+    let e = p.feed(&header(0, 6, 0, 70_000, 9, 1, false)).unwrap_err();
+    assert_eq!(e.to_string(), "message length 70000 exceeds limit 65536");
+    // ...afterwards the configured limit applies.
+    let mut p = Peer::publishing();
+    p.feed(&message(6, 0, 9, 1, &[0x17; 70_000], 128)).unwrap();
     let e = p
         .feed(&header(0, 6, 0, 0xFF_FFFF, 9, 1, false))
         .unwrap_err();
