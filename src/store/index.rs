@@ -33,6 +33,8 @@ const STATE_ENDED: u32 = 2;
 pub const SEG_DISCONTINUITY: u32 = 1;
 /// Segment flag: no longer listed in the playlist (kept for availability).
 pub const SEG_UNLISTED: u32 = 2;
+/// Segment flag: has an MPEG-TS rendition (`{msn}.ts`).
+pub const SEG_TS: u32 = 4;
 /// Part flag: starts with a keyframe.
 pub const PART_INDEPENDENT: u32 = 1;
 
@@ -74,6 +76,11 @@ impl SegmentEntry {
 
     pub fn listed(&self) -> bool {
         self.flags & SEG_UNLISTED == 0
+    }
+
+    /// `{msn}.ts` was written for this segment.
+    pub fn has_ts(&self) -> bool {
+        self.flags & SEG_TS != 0
     }
 }
 
@@ -160,6 +167,8 @@ pub struct StreamIndex {
     /// MSN of the first listed segment.
     media_sequence: u64,
     discontinuity_sequence: u64,
+    /// msn + 1 of the TS rendition written for the segment being built (0: none).
+    pending_ts: u64,
 
     init_version: u32,
     /// Inits applied since the claim (the second and later imply a discontinuity).
@@ -248,6 +257,7 @@ impl StreamIndex {
         next_msn: 0,
         media_sequence: 0,
         discontinuity_sequence: 0,
+        pending_ts: 0,
         init_version: 0,
         publish_inits: 0,
         pending_discontinuity: 0,
@@ -464,6 +474,26 @@ impl StreamIndex {
         }
     }
 
+    /// The listed segments that have a TS rendition: the newest listed segments, back
+    /// to the first one without (so that their msns are consecutive). Empty when the
+    /// newest listed segment has none (e.g. an HEVC stream).
+    pub fn ts_segments(&self) -> impl Iterator<Item = &SegmentEntry> + '_ {
+        let listed = self.listed_segments().count();
+        let with_ts = self
+            .listed_segments()
+            .rev()
+            .take_while(|s| s.has_ts())
+            .count();
+        self.listed_segments().skip(listed - with_ts)
+    }
+
+    /// True when the TS playlist has something to list.
+    pub fn has_ts(&self) -> bool {
+        self.listed_segments()
+            .next_back()
+            .is_some_and(|s| s.has_ts())
+    }
+
     /// Sum of the listed segments' durations.
     pub fn listed_duration_us(&self) -> u64 {
         self.listed_segments().map(|s| s.duration_us).sum()
@@ -614,6 +644,10 @@ impl StreamIndex {
                     flags: if *independent { PART_INDEPENDENT } else { 0 },
                 });
             }
+            Output::TsSegment { msn, .. } => {
+                // Flags the segment of the same msn, which follows.
+                self.pending_ts = msn.saturating_add(1);
+            }
             Output::Segment {
                 msn,
                 duration_us,
@@ -721,7 +755,11 @@ impl StreamIndex {
         }
     }
 
-    fn push_segment(&mut self, s: SegmentEntry, now_ms: i64) {
+    fn push_segment(&mut self, mut s: SegmentEntry, now_ms: i64) {
+        if self.pending_ts != 0 && self.pending_ts == s.msn.wrapping_add(1) {
+            s.flags |= SEG_TS;
+        }
+        self.pending_ts = 0;
         if self.target_duration_s == 0 {
             let target = self.segment_target_ms.div_ceil(1_000).max(1);
             let first = ((s.duration_us + 500_000) / 1_000_000) as u32;
@@ -854,6 +892,7 @@ impl StreamIndex {
         self.updated_ms = now_ms;
         self.ended_ms = 0;
         self.publish_inits = 0;
+        self.pending_ts = 0;
         self.pending_discontinuity = u32::from(self.seg_len > 0 || self.next_msn > 0);
         self.publish_id = self.publish_id.wrapping_add(1);
         self.generation = self.generation.wrapping_add(1);
