@@ -19,7 +19,7 @@ mod tests;
 
 pub use listing::{streams_json, StreamSummary};
 pub use media::{media_playlist, ts_playlist};
-pub use multivariant::multivariant_playlist;
+pub use multivariant::{multivariant_playlist, ts_multivariant_playlist};
 pub use query::{parse_query, MediaRequest, Skip};
 
 use crate::store::{StreamIndex, StreamState};

@@ -169,6 +169,8 @@ pub struct StreamIndex {
     discontinuity_sequence: u64,
     /// msn + 1 of the TS rendition written for the segment being built (0: none).
     pending_ts: u64,
+    /// Its size.
+    pending_ts_bytes: u64,
 
     init_version: u32,
     /// Inits applied since the claim (the second and later imply a discontinuity).
@@ -187,6 +189,9 @@ pub struct StreamIndex {
     total_video_frames: u64,
     total_video_duration_us: u64,
     peak_bps: u64,
+    /// Bytes of all TS renditions, and of the fMP4 segments they render.
+    total_ts_bytes: u64,
+    total_ts_fmp4_bytes: u64,
 
     seg_head: u32,
     seg_len: u32,
@@ -258,6 +263,7 @@ impl StreamIndex {
         media_sequence: 0,
         discontinuity_sequence: 0,
         pending_ts: 0,
+        pending_ts_bytes: 0,
         init_version: 0,
         publish_inits: 0,
         pending_discontinuity: 0,
@@ -271,6 +277,8 @@ impl StreamIndex {
         total_video_frames: 0,
         total_video_duration_us: 0,
         peak_bps: 0,
+        total_ts_bytes: 0,
+        total_ts_fmp4_bytes: 0,
         seg_head: 0,
         seg_len: 0,
         listed: 0,
@@ -566,6 +574,16 @@ impl StreamIndex {
         }
     }
 
+    /// Size of the TS renditions relative to their fMP4 segments, in thousandths (at
+    /// least 1000): scales the bit rates for a TS variant. 1000 before any TS segment.
+    pub fn ts_size_permille(&self) -> u64 {
+        if self.total_ts_fmp4_bytes == 0 {
+            return 1_000;
+        }
+        let r = self.total_ts_bytes as u128 * 1_000 / self.total_ts_fmp4_bytes as u128;
+        (r.min(u64::MAX as u128) as u64).max(1_000)
+    }
+
     fn parts_estimate(&self) -> u64 {
         let (bytes, dur) = self.parts().fold((0u64, 0u64), |(b, d), p| {
             (b + p.bytes as u64, d + p.duration_us as u64)
@@ -644,9 +662,10 @@ impl StreamIndex {
                     flags: if *independent { PART_INDEPENDENT } else { 0 },
                 });
             }
-            Output::TsSegment { msn, .. } => {
+            Output::TsSegment { msn, data, .. } => {
                 // Flags the segment of the same msn, which follows.
                 self.pending_ts = msn.saturating_add(1);
+                self.pending_ts_bytes = data.len() as u64;
             }
             Output::Segment {
                 msn,
@@ -758,8 +777,11 @@ impl StreamIndex {
     fn push_segment(&mut self, mut s: SegmentEntry, now_ms: i64) {
         if self.pending_ts != 0 && self.pending_ts == s.msn.wrapping_add(1) {
             s.flags |= SEG_TS;
+            self.total_ts_bytes = self.total_ts_bytes.saturating_add(self.pending_ts_bytes);
+            self.total_ts_fmp4_bytes = self.total_ts_fmp4_bytes.saturating_add(s.bytes);
         }
         self.pending_ts = 0;
+        self.pending_ts_bytes = 0;
         if self.target_duration_s == 0 {
             let target = self.segment_target_ms.div_ceil(1_000).max(1);
             let first = ((s.duration_us + 500_000) / 1_000_000) as u32;

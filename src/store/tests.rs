@@ -404,10 +404,31 @@ fn ts_rendition_flag() {
     assert!(idx.has_ts());
     let listed: Vec<u64> = idx.ts_segments().map(|s| s.msn).collect();
     assert_eq!(listed, [3], "only the consecutive newest ones");
+    // TS renditions smaller than their segments do not lower the bit rates.
+    assert_eq!(idx.ts_size_permille(), 1_000);
+    let mut outs = segment(4, 10, 200_000, 10, false, 1, 0);
+    outs.insert(
+        10,
+        Output::TsSegment {
+            msn: 4,
+            duration_us: 2_000_000,
+            data: Bytes::from(vec![0x47; 2_000]),
+        },
+    );
+    apply_all(&mut idx, &outs, 0);
+    // 2 + 2 + 2 + 2000 TS bytes for 4 x 100 fMP4 bytes.
+    assert_eq!(idx.ts_size_permille(), 2_006 * 1_000 / 400);
+    let mv = crate::playlist::ts_multivariant_playlist(&idx, "index.m3u8");
+    let plain = crate::playlist::multivariant_playlist(&idx, "index.m3u8");
+    let bw = |t: &str| -> u64 {
+        let v = t.split("BANDWIDTH=").nth(1).unwrap();
+        v[..v.find(',').unwrap()].parse().unwrap()
+    };
+    assert_eq!(bw(&mv), (bw(&plain) * 5_015).div_ceil(1_000));
     // A TS output for another msn does not flag the next segment.
     apply_all(&mut idx, &[ts(9)], 0);
-    apply_all(&mut idx, &segment(4, 10, 200_000, 10, false, 1, 0), 0);
-    assert!(!idx.segment(4).unwrap().has_ts());
+    apply_all(&mut idx, &segment(5, 10, 200_000, 10, false, 1, 0), 0);
+    assert!(!idx.segment(5).unwrap().has_ts());
     assert!(!idx.has_ts());
     assert_eq!(idx.ts_segments().count(), 0);
 }
