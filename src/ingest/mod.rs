@@ -36,6 +36,8 @@ pub struct IngestConfig {
     pub max_message_size: usize,
     /// Identifies the writer (the worker's pid) in the index.
     pub owner: u32,
+    /// Also write MPEG-TS segments (H.264/AAC streams only).
+    pub ts: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -291,6 +293,7 @@ impl Connection {
             SegmenterConfig {
                 segment_target_ms: self.cfg.segment_target_ms,
                 part_target_ms: self.cfg.part_target_ms,
+                ts: self.cfg.ts,
             },
             Fmp4,
             claim.first_msn,

@@ -1,5 +1,6 @@
 //! Tests that mux real encoder output (FLV fixtures made with ffmpeg) and check
-//! the result with ffprobe/ffmpeg, plus a tiny box walker for layout tests.
+//! the result with ffprobe/ffmpeg (fMP4 and MPEG-TS), plus a tiny box walker for
+//! layout tests.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -9,6 +10,7 @@ use bytes::Bytes;
 use super::fmp4::{
     fragment, init_segment, Run, Sample, AUDIO_TRACK_ID, VIDEO_TIMESCALE, VIDEO_TRACK_ID,
 };
+use super::ts::{self, TsWriter};
 use crate::media::{AudioCodec, AudioConfig, VideoCodec, VideoConfig};
 
 // ---------------------------------------------------------------- box walker
@@ -513,5 +515,198 @@ fn audio_only_plays() {
     assert_eq!(m.fragments, 10);
     if have_ffprobe() {
         check_with_ffprobe("aac_only.mp4", &m, None, true);
+    }
+}
+
+// ---------------------------------------------------------------- MPEG-TS
+
+/// The fixture as MPEG-TS: the same fragments as [`mux`] (≈ 6 video frames each with
+/// the audio of the same span) fed to one [`TsWriter`], a new segment (PAT + PMT) at
+/// every fragment that starts with a keyframe (or every 5 fragments without video).
+fn mux_ts(flv: &Flv, with_video: bool, with_audio: bool) -> Muxed {
+    let video_cfg =
+        with_video.then(|| video_config(VideoCodec::H264, flv.video_record.clone().unwrap()));
+    let audio_cfg = with_audio.then(|| audio_config(flv.asc.clone().unwrap()));
+    let mut w = TsWriter::new();
+    w.configure(video_cfg.as_ref(), audio_cfg.as_ref()).unwrap();
+    let video = if with_video {
+        video_samples(&flv.video)
+    } else {
+        vec![]
+    };
+    let audio = if with_audio {
+        audio_samples(&flv.audio)
+    } else {
+        vec![]
+    };
+    let mut m = Muxed::default();
+    let (mut v, mut a) = (0, 0);
+    while v < video.len() || a < audio.len() {
+        let v_end = (v + VIDEO_FRAMES_PER_FRAGMENT).min(video.len());
+        let a_end = if !with_audio {
+            a
+        } else if !with_video {
+            (a + AUDIO_FRAMES_PER_FRAGMENT).min(audio.len())
+        } else if v_end < video.len() {
+            let until_ms = flv.video[v_end].dts_ms;
+            a + flv.audio[a..]
+                .iter()
+                .take_while(|(ts, _)| *ts < until_ms)
+                .count()
+        } else {
+            audio.len()
+        };
+        let segment_start = if with_video {
+            video.get(v).is_some_and(|s| s.keyframe)
+        } else {
+            m.fragments % 5 == 0
+        };
+        if segment_start {
+            w.begin_segment(&mut m.file);
+        }
+        let runs = [
+            Run {
+                track_id: VIDEO_TRACK_ID,
+                base_decode_time: flv.video.get(v).map_or(0, |f| f.dts_ms as u64 * 90),
+                samples: &video[v..v_end],
+            },
+            Run {
+                track_id: AUDIO_TRACK_ID,
+                base_decode_time: a as u64 * u64::from(AAC_FRAME),
+                samples: &audio[a..a_end],
+            },
+        ];
+        w.write_runs(&runs, &mut m.file);
+        for f in &flv.video[v..v_end] {
+            m.video_times
+                .push(((f.dts_ms + f.cts_ms as i64) * 90, f.dts_ms * 90));
+        }
+        m.fragments += 1;
+        v = v_end;
+        a = a_end;
+    }
+    m.video_frames = video.len();
+    m.audio_frames = audio.len();
+    m
+}
+
+/// What ffmpeg/ffprobe read back from a TS: silent decode, the streams, frame counts,
+/// duration and every video timestamp (plus the muxer's fixed offset).
+fn check_ts_with_ffprobe(name: &str, m: &Muxed, video: bool, audio: bool) {
+    let file = TempFile::new(name, &m.file);
+    let path = file.0.as_path();
+    let out = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-i"])
+        .arg(path)
+        .args(["-f", "null", "-"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let noise =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        noise.trim().is_empty(),
+        "ffmpeg decode of {name} reported: {noise}"
+    );
+
+    let format = probe_sections(path, "format=format_name,duration", &[]);
+    assert_eq!(get(&format[0], "format_name"), "mpegts");
+    let duration: f64 = get(&format[0], "duration").parse().unwrap();
+    assert!((duration - 2.0).abs() < 0.1, "duration {duration}");
+
+    let streams = probe_sections(
+        path,
+        "stream=codec_type,codec_name,width,height,sample_rate,channels,nb_read_frames,id",
+        &["-count_frames"],
+    );
+    // TS streams are listed twice: in the program and on their own.
+    let mut unique: Vec<Vec<(String, String)>> = Vec::new();
+    for s in streams.into_iter().filter(|s| !s.is_empty()) {
+        if !unique.contains(&s) {
+            unique.push(s);
+        }
+    }
+    let streams = unique;
+    assert_eq!(
+        streams.len(),
+        usize::from(video) + usize::from(audio),
+        "{streams:?}"
+    );
+    let mut streams = streams.iter();
+    if video {
+        let s = streams.next().unwrap();
+        assert_eq!(get(s, "codec_type"), "video");
+        assert_eq!(get(s, "codec_name"), "h264");
+        assert_eq!(get(s, "id"), format!("{:#x}", ts::VIDEO_PID));
+        assert_eq!(get(s, "width"), "320");
+        assert_eq!(get(s, "height"), "240");
+        assert_eq!(get(s, "nb_read_frames"), m.video_frames.to_string());
+    }
+    if audio {
+        let s = streams.next().unwrap();
+        assert_eq!(get(s, "codec_type"), "audio");
+        assert_eq!(get(s, "codec_name"), "aac");
+        assert_eq!(get(s, "id"), format!("{:#x}", ts::AUDIO_PID));
+        assert_eq!(get(s, "sample_rate"), SAMPLE_RATE.to_string());
+        assert_eq!(get(s, "channels"), "1");
+        assert_eq!(get(s, "nb_read_frames"), m.audio_frames.to_string());
+    }
+
+    if video {
+        let packets: Vec<_> =
+            probe_sections(path, "packet=pts,dts,flags", &["-select_streams", "v"])
+                .into_iter()
+                .filter(|p| !p.is_empty())
+                .collect();
+        let read: Vec<(i64, i64)> = packets
+            .iter()
+            .map(|p| {
+                (
+                    get(p, "pts").parse().unwrap(),
+                    get(p, "dts").parse().unwrap(),
+                )
+            })
+            .collect();
+        let off = ts::TIMESTAMP_OFFSET as i64;
+        let want: Vec<(i64, i64)> = m
+            .video_times
+            .iter()
+            .map(|(p, d)| (p + off, d + off))
+            .collect();
+        assert_eq!(read, want);
+        assert!(
+            read.windows(2).any(|w| w[1].0 < w[0].0),
+            "no reordered frames: the fixture should have B-frames"
+        );
+        let keys = packets.iter().filter(|p| get(p, "flags").starts_with('K'));
+        assert_eq!(keys.count(), 2, "two GOPs, both IDRs flagged");
+    }
+}
+
+#[test]
+fn ts_h264_aac_plays() {
+    let flv = read_flv(&fixture("h264_aac.flv"));
+    let m = mux_ts(&flv, true, true);
+    assert_eq!(m.file.len() % ts::PACKET_SIZE, 0);
+    if have_ffprobe() {
+        check_ts_with_ffprobe("h264_aac.ts", &m, true, true);
+    }
+}
+
+#[test]
+fn ts_h264_only_plays() {
+    let flv = read_flv(&fixture("h264_aac.flv"));
+    let m = mux_ts(&flv, true, false);
+    if have_ffprobe() {
+        check_ts_with_ffprobe("h264_only.ts", &m, true, false);
+    }
+}
+
+#[test]
+fn ts_audio_only_plays() {
+    let flv = read_flv(&fixture("h264_aac.flv"));
+    let m = mux_ts(&flv, false, true);
+    if have_ffprobe() {
+        check_ts_with_ffprobe("aac_only.ts", &m, false, true);
     }
 }

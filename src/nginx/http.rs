@@ -2,7 +2,10 @@
 //!
 //! URIs end in `{key}/{file}`: `index.m3u8` (media playlist, rendered from the shared
 //! index on every request), `master.m3u8` (multivariant playlist), `init{v}.mp4`,
-//! `{msn}.m4s` and `{msn}.{part}.m4s` (sent from disk with sendfile).
+//! `{msn}.m4s`, `{msn}.{part}.m4s` and `{msn}.ts` (sent from disk with sendfile).
+//!
+//! `hls_live_format ts;` makes `index.m3u8` the MPEG-TS playlist (404 for streams
+//! without a TS rendition, e.g. HEVC) and drops the LL-HLS features there.
 
 use core::ffi::{c_char, c_void};
 use core::ptr;
@@ -12,14 +15,14 @@ use std::os::unix::fs::MetadataExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use nginx_sys::{
-    ngx_buf_t, ngx_chain_t, ngx_command_t, ngx_conf_set_flag_slot, ngx_conf_set_str_slot,
-    ngx_conf_t, ngx_create_temp_buf, ngx_file_t, ngx_flag_t, ngx_http_conf_ctx_t,
-    ngx_http_core_loc_conf_t, ngx_http_core_module, ngx_http_discard_request_body,
-    ngx_http_module_t, ngx_http_output_filter, ngx_http_request_t, ngx_http_send_header, ngx_int_t,
-    ngx_module_t, ngx_pcalloc, ngx_pnalloc, ngx_pool_cleanup_add, ngx_pool_cleanup_file,
-    ngx_pool_cleanup_file_t, ngx_shm_zone_t, ngx_str_t, ngx_uint_t, NGX_CONF_FLAG, NGX_CONF_NOARGS,
-    NGX_CONF_TAKE1, NGX_ERROR, NGX_HTTP_BAD_REQUEST, NGX_HTTP_GET, NGX_HTTP_HEAD,
-    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
+    ngx_buf_t, ngx_chain_t, ngx_command_t, ngx_conf_enum_t, ngx_conf_set_enum_slot,
+    ngx_conf_set_flag_slot, ngx_conf_set_str_slot, ngx_conf_t, ngx_create_temp_buf, ngx_file_t,
+    ngx_flag_t, ngx_http_conf_ctx_t, ngx_http_core_loc_conf_t, ngx_http_core_module,
+    ngx_http_discard_request_body, ngx_http_module_t, ngx_http_output_filter, ngx_http_request_t,
+    ngx_http_send_header, ngx_int_t, ngx_module_t, ngx_pcalloc, ngx_pnalloc, ngx_pool_cleanup_add,
+    ngx_pool_cleanup_file, ngx_pool_cleanup_file_t, ngx_shm_zone_t, ngx_str_t, ngx_uint_t,
+    NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_ERROR, NGX_HTTP_BAD_REQUEST, NGX_HTTP_GET,
+    NGX_HTTP_HEAD, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
     NGX_HTTP_MAIN_CONF, NGX_HTTP_MODULE, NGX_HTTP_NOT_ALLOWED, NGX_HTTP_NOT_FOUND, NGX_HTTP_OK,
     NGX_HTTP_SRV_CONF, NGX_LOG_ERR, NGX_LOG_INFO, NGX_OK,
 };
@@ -28,8 +31,8 @@ use ngx::ngx_log_error;
 use super::stream::zone_add;
 use super::wait::{self, Want};
 use super::zone::Zone;
-use super::{conf_ok, now_ms, NGX_CONF_ERROR, NGX_CONF_UNSET};
-use crate::playlist::{self, Blocking, MediaRequest};
+use super::{conf_ok, now_ms, NGX_CONF_ERROR, NGX_CONF_UNSET, NGX_CONF_UNSET_UINT};
+use crate::playlist::{self, Blocking, Format, MediaRequest};
 use crate::store::index::StreamIndex;
 use crate::store::names::{self, MediaFile};
 
@@ -38,11 +41,35 @@ pub struct LocConf {
     enable: ngx_flag_t,
     streams: ngx_flag_t,
     low_latency: ngx_flag_t,
+    /// `hls_live_format`: [`FORMAT_FMP4`] or [`FORMAT_TS`].
+    format: ngx_uint_t,
     zone_name: ngx_str_t,
     zone: *mut ngx_shm_zone_t,
 }
 
-static mut COMMANDS: [ngx_command_t; 5] = [
+const FORMAT_FMP4: ngx_uint_t = 0;
+const FORMAT_TS: ngx_uint_t = 1;
+
+/// The values of `hls_live_format`.
+static mut FORMATS: [ngx_conf_enum_t; 3] = [
+    ngx_conf_enum_t {
+        name: ngx::ngx_string!("fmp4"),
+        value: FORMAT_FMP4,
+    },
+    ngx_conf_enum_t {
+        name: ngx::ngx_string!("ts"),
+        value: FORMAT_TS,
+    },
+    ngx_conf_enum_t {
+        name: ngx_str_t {
+            len: 0,
+            data: ptr::null_mut(),
+        },
+        value: 0,
+    },
+];
+
+static mut COMMANDS: [ngx_command_t; 6] = [
     ngx_command_t {
         name: ngx::ngx_string!("hls_live_streams"),
         type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS) as ngx_uint_t,
@@ -67,6 +94,15 @@ static mut COMMANDS: [ngx_command_t; 5] = [
         conf: NGX_HTTP_LOC_CONF_OFFSET,
         offset: core::mem::offset_of!(LocConf, low_latency),
         post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx::ngx_string!("hls_live_format"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1)
+            as ngx_uint_t,
+        set: Some(ngx_conf_set_enum_slot),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: core::mem::offset_of!(LocConf, format),
+        post: (&raw mut FORMATS).cast(),
     },
     ngx_command_t {
         name: ngx::ngx_string!("hls_live_zone"),
@@ -108,6 +144,7 @@ unsafe extern "C" fn create_loc_conf(cf: *mut ngx_conf_t) -> *mut c_void {
     }
     (*conf).enable = NGX_CONF_UNSET as ngx_flag_t;
     (*conf).low_latency = NGX_CONF_UNSET as ngx_flag_t;
+    (*conf).format = NGX_CONF_UNSET_UINT;
     conf.cast()
 }
 
@@ -130,6 +167,13 @@ unsafe extern "C" fn merge_loc_conf(
             1
         } else {
             prev.low_latency
+        };
+    }
+    if conf.format == NGX_CONF_UNSET_UINT {
+        conf.format = if prev.format == NGX_CONF_UNSET_UINT {
+            FORMAT_FMP4
+        } else {
+            prev.format
         };
     }
     if conf.zone_name.data.is_null() {
@@ -248,7 +292,13 @@ unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
     let Some(media) = MediaFile::parse(file) else {
         return NGX_HTTP_NOT_FOUND as ngx_int_t;
     };
-    let low_latency = conf.low_latency == 1;
+    let format = if conf.format == FORMAT_TS {
+        Format::Ts
+    } else {
+        Format::Fmp4
+    };
+    // The TS playlist has no LL-HLS features.
+    let low_latency = conf.low_latency == 1 && format == Format::Fmp4;
     match media {
         MediaFile::MediaPlaylist => {
             let req = if low_latency {
@@ -274,6 +324,10 @@ unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
                     return NGX_HTTP_NOT_FOUND as ngx_int_t;
                 }
                 let idx: &StreamIndex = &snap;
+                if format == Format::Ts && !idx.has_ts() {
+                    // No TS rendition (HEVC, TS off) or no segment yet.
+                    return NGX_HTTP_NOT_FOUND as ngx_int_t;
+                }
                 match playlist::blocking_state(idx, &req) {
                     Blocking::BadRequest(why) => {
                         ngx_log_error!(
@@ -285,7 +339,7 @@ unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
                         NGX_HTTP_BAD_REQUEST as ngx_int_t
                     }
                     Blocking::Ready if idx.target_duration_decided() => {
-                        send_media_playlist(r, idx, &req, low_latency)
+                        send_media_playlist(r, idx, &req, low_latency, format)
                     }
                     // Blocking requests wait (also for the first segment); plain ones get 404
                     // until the first segment has decided the target duration.
@@ -309,7 +363,13 @@ unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
             if !zone.snapshot(key, &mut snap) || !snap.target_duration_decided() {
                 return NGX_HTTP_NOT_FOUND as ngx_int_t;
             }
-            let body = playlist::multivariant_playlist(&snap, "index.m3u8");
+            let body = match format {
+                Format::Fmp4 => playlist::multivariant_playlist(&snap, "index.m3u8"),
+                Format::Ts if snap.has_ts() => {
+                    playlist::ts_multivariant_playlist(&snap, "index.m3u8")
+                }
+                Format::Ts => return NGX_HTTP_NOT_FOUND as ngx_int_t,
+            };
             send_text(
                 r,
                 PLAYLIST_TYPE,
@@ -336,7 +396,11 @@ unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
             let Some((dir, has_video, hinted, limit, generation)) = found else {
                 return NGX_HTTP_NOT_FOUND as ngx_int_t;
             };
-            let ct: &'static str = if has_video { "video/mp4" } else { "audio/mp4" };
+            let ct: &'static str = match media {
+                MediaFile::TsSegment { .. } => TS_TYPE,
+                _ if has_video => "video/mp4",
+                _ => "audio/mp4",
+            };
             let path = format!("{dir}/{file}");
             match media {
                 // The preload-hinted part: hold the GET until the whole part exists.
@@ -356,6 +420,8 @@ unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
 }
 
 const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
+/// MIME type of MPEG-TS segments (also for audio-only streams, as HLS players expect).
+const TS_TYPE: &str = "video/mp2t";
 
 /// How long a request may be held: 3 × target duration (then 503).
 fn hold_limit_ms(idx: &StreamIndex) -> i64 {
@@ -368,8 +434,12 @@ pub(super) unsafe fn send_media_playlist(
     idx: &StreamIndex,
     req: &MediaRequest,
     low_latency: bool,
+    format: Format,
 ) -> ngx_int_t {
-    let opts = playlist::RenderOptions { low_latency };
+    let opts = playlist::RenderOptions {
+        low_latency,
+        format,
+    };
     let body = playlist::media_playlist(idx, req, &opts, now_ms());
     let blocking = req.msn.is_some() && idx.state() == crate::store::StreamState::Live;
     send_text(

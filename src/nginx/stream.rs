@@ -10,12 +10,13 @@ use core::ptr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use nginx_sys::{
-    ngx_command_t, ngx_conf_full_name, ngx_conf_set_msec_slot, ngx_conf_set_num_slot,
-    ngx_conf_set_size_slot, ngx_conf_set_str_slot, ngx_conf_t, ngx_connection_t, ngx_event_t,
-    ngx_handle_read_event, ngx_handle_write_event, ngx_int_t, ngx_module_t, ngx_msec_t,
-    ngx_parse_size, ngx_pcalloc, ngx_pool_cleanup_add, ngx_shared_memory_add, ngx_shm_zone_t,
-    ngx_str_t, ngx_stream_conf_ctx_t, ngx_stream_core_module, ngx_stream_core_srv_conf_t,
-    ngx_stream_finalize_session, ngx_stream_module_t, ngx_stream_session_t, ngx_uint_t, NGX_AGAIN,
+    ngx_command_t, ngx_conf_full_name, ngx_conf_set_flag_slot, ngx_conf_set_msec_slot,
+    ngx_conf_set_num_slot, ngx_conf_set_size_slot, ngx_conf_set_str_slot, ngx_conf_t,
+    ngx_connection_t, ngx_event_t, ngx_flag_t, ngx_handle_read_event, ngx_handle_write_event,
+    ngx_int_t, ngx_module_t, ngx_msec_t, ngx_parse_size, ngx_pcalloc, ngx_pool_cleanup_add,
+    ngx_shared_memory_add, ngx_shm_zone_t, ngx_str_t, ngx_stream_conf_ctx_t,
+    ngx_stream_core_module, ngx_stream_core_srv_conf_t, ngx_stream_finalize_session,
+    ngx_stream_module_t, ngx_stream_session_t, ngx_uint_t, NGX_AGAIN, NGX_CONF_FLAG,
     NGX_CONF_TAKE1, NGX_CONF_TAKE2, NGX_ERROR, NGX_LOG_EMERG, NGX_LOG_ERR, NGX_LOG_INFO,
     NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_OK, NGX_STREAM_INTERNAL_SERVER_ERROR, NGX_STREAM_MAIN_CONF,
     NGX_STREAM_MODULE, NGX_STREAM_OK, NGX_STREAM_SRV_CONF, NGX_STREAM_SRV_CONF_OFFSET,
@@ -24,7 +25,8 @@ use ngx::{ngx_conf_log_error, ngx_log_error};
 
 use super::zone::{self, Zone};
 use super::{
-    conf_ok, now_ms, NGX_CONF_ERROR, NGX_CONF_UNSET_MSEC, NGX_CONF_UNSET_SIZE, NGX_CONF_UNSET_UINT,
+    conf_ok, now_ms, NGX_CONF_ERROR, NGX_CONF_UNSET, NGX_CONF_UNSET_MSEC, NGX_CONF_UNSET_SIZE,
+    NGX_CONF_UNSET_UINT,
 };
 use crate::ingest::{Connection, IngestConfig, LogLevel};
 
@@ -38,9 +40,11 @@ pub struct SrvConf {
     window: ngx_uint_t,
     timeout: ngx_msec_t,
     max_message: usize,
+    /// `hls_live_ts`: also write MPEG-TS segments (H.264/AAC streams).
+    ts: ngx_flag_t,
 }
 
-static mut COMMANDS: [ngx_command_t; 9] = [
+static mut COMMANDS: [ngx_command_t; 10] = [
     ngx_command_t {
         name: ngx::ngx_string!("hls_live_zone"),
         type_: (NGX_STREAM_MAIN_CONF | NGX_CONF_TAKE2) as ngx_uint_t,
@@ -105,6 +109,14 @@ static mut COMMANDS: [ngx_command_t; 9] = [
         offset: core::mem::offset_of!(SrvConf, max_message),
         post: ptr::null_mut(),
     },
+    ngx_command_t {
+        name: ngx::ngx_string!("hls_live_ts"),
+        type_: (NGX_STREAM_MAIN_CONF | NGX_STREAM_SRV_CONF | NGX_CONF_FLAG) as ngx_uint_t,
+        set: Some(ngx_conf_set_flag_slot),
+        conf: NGX_STREAM_SRV_CONF_OFFSET,
+        offset: core::mem::offset_of!(SrvConf, ts),
+        post: ptr::null_mut(),
+    },
     ngx_command_t::empty(),
 ];
 
@@ -156,6 +168,7 @@ unsafe extern "C" fn create_srv_conf(cf: *mut ngx_conf_t) -> *mut c_void {
     (*conf).window = NGX_CONF_UNSET_UINT;
     (*conf).timeout = NGX_CONF_UNSET_MSEC;
     (*conf).max_message = NGX_CONF_UNSET_SIZE;
+    (*conf).ts = NGX_CONF_UNSET as ngx_flag_t;
     conf.cast()
 }
 
@@ -189,6 +202,7 @@ unsafe extern "C" fn merge_srv_conf(
         NGX_CONF_UNSET_SIZE,
         8 * 1024 * 1024,
     );
+    merge(&mut conf.ts, prev.ts, NGX_CONF_UNSET as ngx_flag_t, 0);
 
     if conf.segment < 1000 || conf.segment > 60_000 {
         ngx_conf_log_error!(
@@ -306,6 +320,7 @@ unsafe extern "C" fn handler(s: *mut ngx_stream_session_t) {
         window: conf.window as u32,
         max_message_size: conf.max_message,
         owner: std::process::id(),
+        ts: conf.ts == 1,
     };
     let cln = ngx_pool_cleanup_add((*c).pool, 0);
     if cln.is_null() {

@@ -247,7 +247,10 @@ unsafe fn release(w: Waiter, verdict: Verdict, idx: &StreamIndex) {
     let c = (*r).connection;
     let rc = match verdict {
         Verdict::Ready => match &w.want {
-            Want::Playlist(req) => http::send_media_playlist(r, idx, req, true),
+            // Only LL-HLS (fMP4) locations hold playlist requests.
+            Want::Playlist(req) => {
+                http::send_media_playlist(r, idx, req, true, crate::playlist::Format::Fmp4)
+            }
             Want::Part {
                 path, content_type, ..
             } => http::send_file(r, path, content_type),

@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use super::time::format_pdt;
-use super::{secs3, MediaRequest, RenderOptions, Skip};
+use super::{secs3, Format, MediaRequest, RenderOptions, Skip};
 use crate::store::names::MediaFile;
 use crate::store::{PartEntry, SegmentEntry, StreamIndex, StreamState};
 
@@ -21,12 +21,17 @@ use crate::store::{PartEntry, SegmentEntry, StreamIndex, StreamState};
 /// PRELOAD-HINT for the next part (not after ENDLIST), and delta updates
 /// (`_HLS_skip`, VERSION 9) that replace the segments ending more than 6 × TD before
 /// the end of the playlist with EXT-X-SKIP.
+///
+/// [`Format::Ts`] renders [`ts_playlist`] instead (request parameters ignored).
 pub fn media_playlist(
     idx: &StreamIndex,
     req: &MediaRequest,
     opts: &RenderOptions,
     _now_ms: i64,
 ) -> String {
+    if opts.format == Format::Ts {
+        return ts_playlist(idx);
+    }
     let ended = idx.state() == StreamState::Ended;
     let ll = opts.low_latency;
     let td = idx.target_duration() as u64;
@@ -155,15 +160,60 @@ pub fn media_playlist(
             let _ = writeln!(
                 o,
                 "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{}\"",
-                MediaFile::Part {
-                    msn: msn,
-                    part: part
-                }
-                .name()
+                MediaFile::Part { msn, part }.name()
             );
         }
     }
     if ended {
+        o.push_str("#EXT-X-ENDLIST\n");
+    }
+    o
+}
+
+/// The MPEG-TS media playlist: the listed segments that have a TS rendition
+/// ([`StreamIndex::ts_segments`]; with TS on for an H.264/AAC stream, all of them), with
+/// the same TARGETDURATION, MEDIA-SEQUENCE, DISCONTINUITY-SEQUENCE, discontinuities,
+/// PROGRAM-DATE-TIME and EXTINF as the fMP4 playlist. VERSION 3 (decimal EXTINF), no
+/// EXT-X-MAP, no LL-HLS tags, `{msn}.ts` URIs, ENDLIST once ended.
+///
+/// Callers answer 404 instead when [`StreamIndex::has_ts`] is false.
+pub fn ts_playlist(idx: &StreamIndex) -> String {
+    let segments: Vec<&SegmentEntry> = idx.ts_segments().collect();
+    let first = segments.first().map_or(idx.next_msn(), |s| s.msn);
+    // Discontinuities of listed segments left out count as removed ones.
+    let skipped_disc = idx
+        .listed_segments()
+        .take_while(|s| s.msn < first)
+        .filter(|s| s.discontinuity())
+        .count() as u64;
+    let dsn = idx.discontinuity_sequence() + skipped_disc;
+    let media_sequence = if segments.is_empty() {
+        idx.media_sequence()
+    } else {
+        first
+    };
+
+    let mut o = String::with_capacity(160 + segments.len() * 80);
+    o.push_str("#EXTM3U\n#EXT-X-VERSION:3\n");
+    let _ = writeln!(o, "#EXT-X-TARGETDURATION:{}", idx.target_duration());
+    let _ = writeln!(o, "#EXT-X-MEDIA-SEQUENCE:{media_sequence}");
+    if dsn > 0 || segments.iter().any(|s| s.discontinuity()) {
+        let _ = writeln!(o, "#EXT-X-DISCONTINUITY-SEQUENCE:{dsn}");
+    }
+    o.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
+    for s in &segments {
+        if s.discontinuity() {
+            o.push_str("#EXT-X-DISCONTINUITY\n");
+        }
+        let _ = writeln!(
+            o,
+            "#EXT-X-PROGRAM-DATE-TIME:{}",
+            format_pdt(s.program_date_time_ms)
+        );
+        let _ = writeln!(o, "#EXTINF:{},", secs3(s.duration_us));
+        let _ = writeln!(o, "{}", MediaFile::TsSegment { msn: s.msn }.name());
+    }
+    if idx.state() == StreamState::Ended {
         o.push_str("#EXT-X-ENDLIST\n");
     }
     o

@@ -2,7 +2,8 @@
 //!
 //! - [`parse_query`] reads the `_HLS_msn` / `_HLS_part` / `_HLS_skip` parameters.
 //! - [`blocking_state`] decides whether a blocking request can be answered now.
-//! - [`media_playlist`] renders the (LL-)HLS media playlist, [`multivariant_playlist`]
+//! - [`media_playlist`] renders the (LL-)HLS media playlist (fMP4, or MPEG-TS with
+//!   [`Format::Ts`] / [`ts_playlist`]), [`multivariant_playlist`]
 //!   the multivariant playlist, [`max_age`] the Cache-Control lifetime.
 //!
 //! No `_HLS_*` parameter ever appears in what is rendered; all URIs are relative.
@@ -17,8 +18,8 @@ pub mod time;
 mod tests;
 
 pub use listing::{streams_json, StreamSummary};
-pub use media::media_playlist;
-pub use multivariant::multivariant_playlist;
+pub use media::{media_playlist, ts_playlist};
+pub use multivariant::{multivariant_playlist, ts_multivariant_playlist};
 pub use query::{parse_query, MediaRequest, Skip};
 
 use crate::store::{StreamIndex, StreamState};
@@ -32,8 +33,22 @@ pub const PLAYLIST_MIME: &str = "application/vnd.apple.mpegurl";
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RenderOptions {
     /// LL-HLS: parts, preload hints, EXT-X-SERVER-CONTROL (blocking reload, delta
-    /// updates). `false`: a plain live playlist.
+    /// updates). `false`: a plain live playlist. Ignored for [`Format::Ts`].
     pub low_latency: bool,
+    /// Which rendition the media playlist lists.
+    pub format: Format,
+}
+
+/// The segment format a media playlist lists.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Format {
+    /// fMP4/CMAF segments and parts (`{msn}.m4s`, EXT-X-MAP), LL-HLS capable.
+    #[default]
+    Fmp4,
+    /// MPEG-TS segments (`{msn}.ts`) for legacy players: VERSION 3, no EXT-X-MAP, no
+    /// LL-HLS tags. Only streams with a TS rendition have one
+    /// ([`StreamIndex::has_ts`]).
+    Ts,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

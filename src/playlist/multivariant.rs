@@ -9,10 +9,22 @@ use crate::store::StreamIndex;
 /// = average segment bit rate, CODECS of every track, RESOLUTION and FRAME-RATE for
 /// video. Before the first segment the bit rates are estimated from the parts.
 pub fn multivariant_playlist(idx: &StreamIndex, media_uri: &str) -> String {
+    render(idx, media_uri, 1_000)
+}
+
+/// The multivariant playlist of the MPEG-TS rendition: as [`multivariant_playlist`],
+/// with the bit rates scaled by the measured TS/fMP4 size ratio
+/// ([`StreamIndex::ts_size_permille`]).
+pub fn ts_multivariant_playlist(idx: &StreamIndex, media_uri: &str) -> String {
+    render(idx, media_uri, idx.ts_size_permille())
+}
+
+fn render(idx: &StreamIndex, media_uri: &str, permille: u64) -> String {
+    let scale = |bps: u64| (bps as u128 * permille as u128).div_ceil(1_000) as u64;
     let mut o = String::with_capacity(256);
     o.push_str("#EXTM3U\n#EXT-X-INDEPENDENT-SEGMENTS\n");
-    let peak = idx.peak_bandwidth().max(1);
-    let avg = idx.average_bandwidth().clamp(1, peak);
+    let peak = scale(idx.peak_bandwidth()).max(1);
+    let avg = scale(idx.average_bandwidth()).clamp(1, peak);
     let _ = write!(
         o,
         "#EXT-X-STREAM-INF:BANDWIDTH={peak},AVERAGE-BANDWIDTH={avg}"

@@ -195,10 +195,13 @@ impl Muxer for SizeMuxer {
     }
 }
 
+/// An avcC record (one SPS, one PPS) that differs by `tag`.
 fn vcfg(tag: u8) -> VideoConfig {
     VideoConfig {
         codec: VideoCodec::H264,
-        record: Bytes::from(vec![1, 0x64, 0, 0x1f, tag]),
+        record: Bytes::from(vec![
+            1, 0x64, 0, 0x1f, 0xff, 0xe1, 0, 4, 0x67, 0x64, 0, tag, 1, 0, 2, 0x68, 0xee,
+        ]),
         nalu_length_size: 4,
         width: 1280,
         height: 720,
@@ -234,10 +237,16 @@ struct Sim {
     now: i64,
     publish_id: u64,
     settings: StreamSettings,
+    ts: bool,
 }
 
 impl Sim {
     fn new(settings: StreamSettings, gop_ms: i64) -> Sim {
+        Sim::new_with(settings, gop_ms, false)
+    }
+
+    /// `ts`: the segmenter also writes MPEG-TS segments.
+    fn new_with(settings: StreamSettings, gop_ms: i64, ts: bool) -> Sim {
         let mut slots = vec![StreamIndex::ZERO; 2];
         let c = Table::new(&mut slots)
             .claim("cam", "/tmp/cam", &settings, 1, EPOCH)
@@ -247,6 +256,7 @@ impl Sim {
                 SegmenterConfig {
                     segment_target_ms: settings.segment_target_ms,
                     part_target_ms: settings.part_target_ms,
+                    ts,
                 },
                 SizeMuxer,
                 c.first_msn,
@@ -261,6 +271,7 @@ impl Sim {
             now: EPOCH,
             publish_id: c.publish_id,
             settings,
+            ts,
         };
         let mut out = Vec::new();
         sim.seg.expect_tracks(true, true);
@@ -344,6 +355,7 @@ impl Sim {
             SegmenterConfig {
                 segment_target_ms: self.settings.segment_target_ms,
                 part_target_ms: self.settings.part_target_ms,
+                ts: self.ts,
             },
             SizeMuxer,
             c.first_msn,
@@ -364,7 +376,10 @@ impl Sim {
         let text = media_playlist(
             self.idx(),
             &req,
-            &RenderOptions { low_latency: ll },
+            &RenderOptions {
+                low_latency: ll,
+                ..Default::default()
+            },
             self.now,
         );
         let parsed = parse(&text);
@@ -938,4 +953,141 @@ fn decimals_are_three_digits() {
     assert_eq!(secs3(33_333), "0.033");
     assert_eq!(secs3(1_999_600), "2.000");
     assert_eq!(secs3(0), "0.000");
+}
+
+// ------------------------------------------------------------------ MPEG-TS playlist
+
+fn render_ts(idx: &StreamIndex) -> (String, Parsed) {
+    let opts = RenderOptions {
+        low_latency: true,
+        format: Format::Ts,
+    };
+    let text = media_playlist(idx, &ll(), &opts, 0);
+    assert_eq!(text, ts_playlist(idx));
+    let parsed = parse(&text);
+    (text, parsed)
+}
+
+/// Rules of the TS playlist: VERSION 3, no MAP, no LL-HLS tags, `.ts` URIs, PDT on
+/// every segment.
+fn ts_rules(p: &Parsed, text: &str) {
+    assert_eq!(p.version, Some(3));
+    assert!(p.independent_segments);
+    for tag in [
+        "#EXT-X-MAP",
+        "#EXT-X-PART",
+        "#EXT-X-PART-INF",
+        "#EXT-X-SERVER-CONTROL",
+        "#EXT-X-PRELOAD-HINT",
+        "#EXT-X-SKIP",
+        "#EXT-X-RENDITION-REPORT",
+    ] {
+        assert!(!p.all_tags.iter().any(|t| t == tag), "{tag} in\n{text}");
+    }
+    assert!(p.partial.parts.is_empty());
+    for s in &p.segments {
+        assert!(s.uri.ends_with(".ts") && !s.uri.contains('/'), "{}", s.uri);
+        assert!(is_pdt(s.pdt.as_deref().unwrap()));
+        assert!(s.extinf.round() <= td_of(p));
+    }
+}
+
+/// The TS playlist lists the same segments as the plain fMP4 one, with the same
+/// MEDIA-SEQUENCE, DISCONTINUITY-SEQUENCE, TARGETDURATION, discontinuities, PDT and
+/// EXTINF.
+fn same_as_fmp4(sim: &Sim) -> Parsed {
+    let (_, fmp4) = sim.render(ll(), false);
+    let (text, ts) = render_ts(sim.idx());
+    ts_rules(&ts, &text);
+    assert_eq!(ts.target_duration, fmp4.target_duration);
+    assert_eq!(ts.media_sequence, fmp4.media_sequence);
+    assert_eq!(ts.discontinuity_sequence, fmp4.discontinuity_sequence);
+    assert_eq!(ts.endlist, fmp4.endlist);
+    assert_eq!(ts.segments.len(), fmp4.segments.len());
+    for (t, f) in ts.segments.iter().zip(&fmp4.segments) {
+        assert_eq!(t.uri.replace(".ts", ".m4s"), f.uri);
+        assert_eq!(t.extinf, f.extinf);
+        assert_eq!(t.pdt, f.pdt);
+        assert_eq!(t.discontinuity, f.discontinuity);
+    }
+    ts
+}
+
+#[test]
+fn ts_playlist_mirrors_the_fmp4_playlist() {
+    let mut sim = Sim::new_with(StreamSettings::default(), 1_000, true);
+    assert!(!sim.idx().has_ts(), "nothing before the first segment");
+    sim.run_until(30_000);
+    assert!(sim.idx().has_ts());
+    let p = same_as_fmp4(&sim);
+    assert_eq!(p.segments.len(), 12);
+    assert!(p.media_sequence.unwrap() > 0);
+    // Republish: a discontinuity, which scrolls out into DISCONTINUITY-SEQUENCE.
+    sim.finish();
+    let p = same_as_fmp4(&sim);
+    assert!(p.endlist);
+    sim.republish();
+    sim.run_until(6_000);
+    let p = same_as_fmp4(&sim);
+    assert!(p.segments.iter().any(|s| s.discontinuity));
+    sim.run_until(40_000);
+    let p = same_as_fmp4(&sim);
+    assert_eq!(p.discontinuity_sequence, Some(1));
+    sim.finish();
+    assert!(same_as_fmp4(&sim).endlist);
+}
+
+#[test]
+fn ts_playlist_lists_only_the_segments_with_ts() {
+    // Without TS in the segmenter: nothing to list.
+    let mut sim = Sim::new(StreamSettings::default(), 1_000);
+    sim.run_until(10_000);
+    assert!(!sim.idx().has_ts());
+    assert!(sim.idx().ts_segments().next().is_none());
+
+    // H.264, then HEVC (no TS), then H.264 again.
+    let mut sim = Sim::new_with(StreamSettings::default(), 1_000, true);
+    sim.run_until(8_000);
+    let hevc = VideoConfig {
+        codec: VideoCodec::H265,
+        ..vcfg(2)
+    };
+    let mut out = Vec::new();
+    sim.seg.video_config(hevc, &mut out);
+    sim.apply(out);
+    sim.run_until(14_000);
+    assert!(!sim.idx().has_ts(), "the newest segment is HEVC");
+    let mut out = Vec::new();
+    sim.seg.video_config(vcfg(3), &mut out);
+    sim.apply(out);
+    sim.run_until(20_000);
+    assert!(sim.idx().has_ts());
+    let (text, ts) = render_ts(sim.idx());
+    ts_rules(&ts, &text);
+    let (_, fmp4) = sim.render(ll(), false);
+    let with_ts: Vec<u64> = sim.idx().ts_segments().map(|s| s.msn).collect();
+    assert!(!with_ts.is_empty() && with_ts.len() < fmp4.segments.len());
+    assert_eq!(ts.media_sequence, Some(with_ts[0]));
+    let uris: Vec<String> = ts.segments.iter().map(|s| s.uri.clone()).collect();
+    assert_eq!(
+        uris,
+        with_ts
+            .iter()
+            .map(|m| format!("{m}.ts"))
+            .collect::<Vec<_>>()
+    );
+    // The first TS segment after the HEVC run starts a new timeline; the discontinuity
+    // before the HEVC run is counted as removed.
+    assert!(ts.segments[0].discontinuity);
+    let skipped_disc = fmp4
+        .segments
+        .iter()
+        .take_while(|s| s.uri != format!("{}.m4s", with_ts[0]))
+        .filter(|s| s.discontinuity)
+        .count() as u64;
+    assert_eq!(skipped_disc, 1);
+    assert_eq!(
+        ts.discontinuity_sequence,
+        Some(fmp4.discontinuity_sequence.unwrap_or(0) + skipped_disc)
+    );
 }

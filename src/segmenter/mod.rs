@@ -4,6 +4,12 @@
 //! produces, in this order: an [`Output::Init`] before any part that uses it, then
 //! [`Output::Part`]s, each [`Output::Segment`] right after its last part.
 //!
+//! MPEG-TS (`SegmenterConfig::ts`): while the tracks of the current init section can be
+//! carried in TS (H.264 and/or AAC; not HEVC), every segment is also written as one TS
+//! file from exactly the same samples and cut points, and [`Output::TsSegment`] comes
+//! right *before* the [`Output::Segment`] of the same msn (so a store that lists the
+//! segment already has its TS file). There are no TS parts.
+//!
 //! Timeline
 //! - Video decode time is in 90 kHz, taken from the RTMP dts (ms) relative to the first
 //!   frame of the stream; the composition offset is `cts_ms * 90`. A video sample lasts
@@ -32,6 +38,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::media::{AudioConfig, Frame, TrackKind, VideoConfig};
 use crate::mux::fmp4::{Run, Sample, AUDIO_TRACK_ID, VIDEO_TIMESCALE, VIDEO_TRACK_ID};
+use crate::mux::ts::{TsStats, TsWriter};
 
 #[cfg(test)]
 mod tests;
@@ -48,7 +55,8 @@ pub trait Muxer {
 pub const START_WAIT_MS: i64 = 1_000;
 /// A segment is cut at the next frame (keyframe or not) once it holds this much media...
 pub const MAX_SEGMENT_MEDIA_MS: i64 = 60_000;
-/// ...or this many bytes: the current segment's bytes are held until it closes.
+/// ...or this many bytes: the current segment's bytes are held until it closes (its
+/// TS rendition, when on, is held too: the same samples plus a few percent).
 pub const MAX_SEGMENT_BYTES: usize = 64 << 20;
 /// Bytes buffered before the stream starts (waiting for an announced track).
 pub const MAX_START_BYTES: usize = 16 << 20;
@@ -74,6 +82,8 @@ pub struct SegmenterConfig {
     pub segment_target_ms: u32,
     /// Part target duration in ms (default 200).
     pub part_target_ms: u32,
+    /// Also write each segment as MPEG-TS when the codecs allow it (default off).
+    pub ts: bool,
 }
 
 impl Default for SegmenterConfig {
@@ -81,6 +91,7 @@ impl Default for SegmenterConfig {
         SegmenterConfig {
             segment_target_ms: 2_000,
             part_target_ms: 200,
+            ts: false,
         }
     }
 }
@@ -95,6 +106,7 @@ impl SegmenterConfig {
         SegmenterConfig {
             segment_target_ms: seg,
             part_target_ms: part,
+            ts: self.ts,
         }
     }
 }
@@ -130,6 +142,13 @@ pub enum Output {
         /// Number of video samples in the segment (0 for audio-only); lets the index
         /// measure the frame rate when the SPS does not signal it.
         video_frames: u32,
+    },
+    /// Segment `msn` as MPEG-TS (`{msn}.ts`), right before its [`Output::Segment`]: the
+    /// same samples, the same duration.
+    TsSegment {
+        msn: u64,
+        duration_us: u64,
+        data: Bytes,
     },
 }
 
@@ -232,6 +251,11 @@ pub struct Segmenter<M: Muxer> {
     seg_video_frames: u32,
     force_cut: bool,
 
+    // MPEG-TS rendition of the current segment (when `ts_on`).
+    ts: TsWriter,
+    ts_on: bool,
+    ts_buf: Vec<u8>,
+
     stats: SegmenterStats,
 }
 
@@ -288,6 +312,9 @@ impl<M: Muxer> Segmenter<M> {
             seg_pdt_ms: 0,
             seg_video_frames: 0,
             force_cut: false,
+            ts: TsWriter::new(),
+            ts_on: false,
+            ts_buf: Vec::new(),
             stats: SegmenterStats::default(),
         }
     }
@@ -298,6 +325,17 @@ impl<M: Muxer> Segmenter<M> {
 
     pub fn stats(&self) -> SegmenterStats {
         self.stats
+    }
+
+    /// True while segments are also written as MPEG-TS (TS enabled and the current
+    /// tracks can be carried).
+    pub fn ts_active(&self) -> bool {
+        self.ts_on
+    }
+
+    /// What the TS writer had to leave out.
+    pub fn ts_stats(&self) -> TsStats {
+        self.ts.stats()
     }
 
     /// The muxer (e.g. to inspect a recording muxer in tests).
@@ -485,6 +523,7 @@ impl<M: Muxer> Segmenter<M> {
         self.next_init_version = self.next_init_version.wrapping_add(1);
         self.init_version = version;
         let data = self.muxer.init_segment(video.as_ref(), audio.as_ref());
+        self.ts_on = self.cfg.ts && self.ts.configure(video.as_ref(), audio.as_ref()).is_ok();
         let audio_changed = self
             .init_audio
             .as_ref()
@@ -797,6 +836,10 @@ impl<M: Muxer> Segmenter<M> {
         self.seg_video_frames = 0;
         self.seg_pdt_ms = self.pdt_anchor_ms.saturating_add(self.ticks_to_ms(t));
         self.part_index = 0;
+        if self.ts_on {
+            self.ts_buf.clear();
+            self.ts.begin_segment(&mut self.ts_buf);
+        }
         self.open_part(t, independent);
     }
 
@@ -852,6 +895,9 @@ impl<M: Muxer> Segmenter<M> {
             });
         }
         let data = self.muxer.fragment(self.fragment_seq, &runs);
+        if self.ts_on {
+            self.ts.write_runs(&runs, &mut self.ts_buf);
+        }
         self.fragment_seq = self.fragment_seq.wrapping_add(1).max(1);
         // Durations from the segment start so that parts add up to the segment exactly.
         let end = end.max(self.part_start);
@@ -878,6 +924,13 @@ impl<M: Muxer> Segmenter<M> {
             data.extend_from_slice(&p);
         }
         let duration_us = self.ticks_to_us(end.max(self.seg_start) - self.seg_start);
+        if self.ts_on {
+            out.push(Output::TsSegment {
+                msn: self.next_msn,
+                duration_us,
+                data: Bytes::from(std::mem::take(&mut self.ts_buf)),
+            });
+        }
         out.push(Output::Segment {
             msn: self.next_msn,
             duration_us,

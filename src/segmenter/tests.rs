@@ -239,6 +239,7 @@ fn check_slack(r: &Run_, part_target_ms: u64, slack_us: u64) -> Vec<SegInfo> {
     let mut inits_seen = 0;
     let mut msn_expected: Option<u64> = None;
     let mut init_version = 0;
+    let mut ts_msn: Option<u64> = None;
     assert!(
         matches!(r.out.first(), Some(Output::Init { .. })),
         "first output must be Init"
@@ -265,6 +266,14 @@ fn check_slack(r: &Run_, part_target_ms: u64, slack_us: u64) -> Vec<SegInfo> {
                 assert_eq!(*part as usize, cur_parts.len(), "part numbering");
                 cur_parts.push((*duration_us, *independent, data.clone()));
             }
+            Output::TsSegment { msn, .. } => {
+                assert_eq!(
+                    Some(*msn),
+                    msn_expected,
+                    "TS segment of the current segment"
+                );
+                assert!(ts_msn.replace(*msn).is_none(), "one TS segment per segment");
+            }
             Output::Segment {
                 msn,
                 duration_us,
@@ -276,6 +285,9 @@ fn check_slack(r: &Run_, part_target_ms: u64, slack_us: u64) -> Vec<SegInfo> {
                 ..
             } => {
                 assert_eq!(Some(*msn), msn_expected);
+                if let Some(m) = ts_msn.take() {
+                    assert_eq!(m, *msn, "TS segment right before its segment");
+                }
                 assert_eq!(*parts as usize, cur_parts.len());
                 assert_eq!(*iv, init_version);
                 let concat: Vec<u8> = cur_parts.iter().flat_map(|p| p.2.iter().copied()).collect();
@@ -819,6 +831,7 @@ fn other_part_targets() {
             SegmenterConfig {
                 segment_target_ms: seg_ms,
                 part_target_ms: part,
+                ts: false,
             },
             Some(vcfg(1)),
             Some(acfg(48_000)),
@@ -990,4 +1003,217 @@ fn timestamp_jumps_do_not_stretch_the_timeline() {
         "{:?}",
         segs.iter().map(|s| s.duration_us).collect::<Vec<_>>()
     );
+
+// ---------------------------------------------------------------- MPEG-TS
+
+use crate::mux::ts;
+
+/// An avcC record that `split_record` accepts (one SPS, one PPS).
+fn ts_vcfg() -> VideoConfig {
+    VideoConfig {
+        record: Bytes::from_static(&[
+            1, 0x64, 0, 0x1f, 0xff, 0xe1, 0, 4, 0x67, 0x64, 0, 0x1f, 1, 0, 2, 0x68, 0xee,
+        ]),
+        ..vcfg(1)
+    }
+}
+
+fn ts_cfg() -> SegmenterConfig {
+    SegmenterConfig {
+        ts: true,
+        ..SegmenterConfig::default()
+    }
+}
+
+/// Per TS segment: (msn, duration, PES count of the video PID, of the audio PID, first
+/// video DTS); checks packets, that PAT and PMT open it, and that it sits right before
+/// the segment of the same msn with the same duration.
+fn ts_segments(out: &[Output]) -> Vec<(u64, u64, usize, usize, Option<u64>)> {
+    let mut v = Vec::new();
+    for (i, o) in out.iter().enumerate() {
+        let Output::TsSegment {
+            msn,
+            duration_us,
+            data,
+        } = o
+        else {
+            continue;
+        };
+        match out.get(i + 1) {
+            Some(Output::Segment {
+                msn: m,
+                duration_us: d,
+                ..
+            }) => assert_eq!((m, d), (msn, duration_us)),
+            other => panic!("TS segment {msn} followed by {other:?}"),
+        }
+        assert_eq!(data.len() % ts::PACKET_SIZE, 0);
+        let pid = |p: &[u8]| u16::from_be_bytes([p[1] & 0x1F, p[2]]);
+        let pkts: Vec<&[u8]> = data.chunks(ts::PACKET_SIZE).collect();
+        assert!(pkts.iter().all(|p| p[0] == ts::SYNC_BYTE));
+        assert_eq!(pid(pkts[0]), ts::PAT_PID);
+        assert_eq!(pid(pkts[1]), ts::PMT_PID);
+        let starts = |want: u16| {
+            pkts.iter()
+                .filter(|p| pid(p) == want && p[1] & 0x40 != 0 && p[3] & 0x10 != 0)
+                .count()
+        };
+        // DTS (or PTS) of the first video PES: after the adaptation field, at 9 + 5.
+        let first_dts = pkts
+            .iter()
+            .find(|p| pid(p) == ts::VIDEO_PID && p[1] & 0x40 != 0)
+            .map(|p| {
+                let body = if p[3] & 0x20 != 0 {
+                    5 + p[4] as usize
+                } else {
+                    4
+                };
+                let pes = &p[body..];
+                let at = if pes[7] & 0x40 != 0 { 14 } else { 9 };
+                let b = &pes[at..at + 5];
+                ((b[0] as u64 >> 1) & 7) << 30
+                    | (b[1] as u64) << 22
+                    | (b[2] as u64 >> 1) << 15
+                    | (b[3] as u64) << 7
+                    | b[4] as u64 >> 1
+            });
+        v.push((
+            *msn,
+            *duration_us,
+            starts(ts::VIDEO_PID),
+            starts(ts::AUDIO_PID),
+            first_dts,
+        ));
+    }
+    v
+}
+
+/// Video and audio samples in each segment's fragments, by msn.
+fn samples_per_segment(r: &Run_) -> Vec<(u64, usize, usize, u64)> {
+    let frags = r.rec.fragments.borrow();
+    let mut v = Vec::new();
+    for o in &r.out {
+        if let Output::Segment { msn, data, .. } = o {
+            let (mut nv, mut na, mut base) = (0, 0, None);
+            for seq in fragment_seqs(data) {
+                let f = frags.iter().find(|f| f.seq == seq).unwrap();
+                for run in &f.runs {
+                    if run.track == VIDEO_TRACK_ID {
+                        base.get_or_insert(run.base);
+                        nv += run.samples.len();
+                    } else {
+                        na += run.samples.len();
+                    }
+                }
+            }
+            v.push((*msn, nv, na, base.unwrap_or(0)));
+        }
+    }
+    v
+}
+
+#[test]
+fn ts_segments_carry_the_same_samples_and_cuts() {
+    let frames = timeline(Some((30, 1)), 30, Some(44_100), 10, 1_000, true);
+    let r = run(ts_cfg(), Some(ts_vcfg()), Some(acfg(44_100)), frames);
+    assert!(r.seg.ts_active());
+    let segs = check(&r, 200);
+    let ts = ts_segments(&r.out);
+    assert_eq!(ts.len(), segs.len(), "one TS segment per segment");
+    for ((msn, dur, v, a, dts), (m, nv, na, base)) in ts.iter().zip(samples_per_segment(&r)) {
+        assert_eq!(*msn, m);
+        assert_eq!((*v, *a), (nv, na), "segment {msn}: one PES per sample");
+        assert_eq!(*dts, Some(base + ts::TIMESTAMP_OFFSET), "segment {msn}");
+        assert!(*dur > 0);
+    }
+    assert_eq!(r.seg.ts_stats(), ts::TsStats::default());
+}
+
+#[test]
+fn ts_off_hevc_and_bad_records_make_no_ts() {
+    let frames = || timeline(Some((30, 1)), 30, Some(48_000), 4, 0, false);
+    // Off (the default).
+    let r = run(
+        SegmenterConfig::default(),
+        Some(ts_vcfg()),
+        Some(acfg(48_000)),
+        frames(),
+    );
+    assert!(!r.seg.ts_active());
+    assert!(ts_segments(&r.out).is_empty());
+    // HEVC: fMP4 only.
+    let hevc = VideoConfig {
+        codec: VideoCodec::H265,
+        ..ts_vcfg()
+    };
+    let r = run(ts_cfg(), Some(hevc), Some(acfg(48_000)), frames());
+    assert!(!r.seg.ts_active());
+    assert!(ts_segments(&r.out).is_empty());
+    assert_eq!(check(&r, 200).len(), 2, "fMP4 unaffected");
+    // An avcC the TS writer cannot split.
+    let r = run(ts_cfg(), Some(vcfg(1)), Some(acfg(48_000)), frames());
+    assert!(ts_segments(&r.out).is_empty());
+}
+
+#[test]
+fn ts_audio_only_then_video_joins() {
+    let rec = RecMuxer::default();
+    let mut seg = Segmenter::new(ts_cfg(), rec.clone(), 0, 1, false);
+    let mut out = Vec::new();
+    seg.expect_tracks(true, true);
+    seg.audio_config(acfg(48_000), &mut out);
+    let mut frames = timeline(Some((30, 1)), 30, Some(48_000), 8, 0, false);
+    frames.retain(|f| f.kind == TrackKind::Audio || f.dts_ms >= 3_000);
+    for f in frames {
+        if f.kind == TrackKind::Video && seg.video_cfg.is_none() {
+            seg.video_config(ts_vcfg(), &mut out);
+        }
+        seg.push(f, 0, &mut out);
+    }
+    seg.finish(&mut out);
+    let r = Run_ { seg, rec, out };
+    let segs = check(&r, 200);
+    let ts = ts_segments(&r.out);
+    assert_eq!(ts.len(), segs.len());
+    let counts = samples_per_segment(&r);
+    for (t, c) in ts.iter().zip(&counts) {
+        assert_eq!((t.2, t.3), (c.1, c.2), "segment {}", t.0);
+    }
+    assert!(
+        ts.iter().any(|t| t.2 == 0 && t.3 > 0),
+        "audio-only TS segments"
+    );
+    assert!(ts.iter().any(|t| t.2 > 0), "A/V TS segments after the join");
+}
+
+#[test]
+fn ts_stops_when_the_codec_changes_to_hevc() {
+    let rec = RecMuxer::default();
+    let mut seg = Segmenter::new(ts_cfg(), rec.clone(), 0, 1, false);
+    let mut out = Vec::new();
+    seg.video_config(ts_vcfg(), &mut out);
+    seg.audio_config(acfg(48_000), &mut out);
+    for f in timeline(Some((30, 1)), 30, Some(48_000), 8, 0, false) {
+        if f.kind == TrackKind::Video && f.dts_ms >= 4_000 && f.keyframe {
+            let hevc = VideoConfig {
+                codec: VideoCodec::H265,
+                ..ts_vcfg()
+            };
+            seg.video_config(hevc, &mut out);
+        }
+        seg.push(f, 0, &mut out);
+    }
+    seg.finish(&mut out);
+    assert!(!seg.ts_active());
+    let r = Run_ { seg, rec, out };
+    let segs = check(&r, 200);
+    let ts = ts_segments(&r.out);
+    let with_ts: Vec<u64> = ts.iter().map(|t| t.0).collect();
+    let h264: Vec<u64> = segs
+        .iter()
+        .filter(|s| s.init_version == 1)
+        .map(|s| s.msn)
+        .collect();
+    assert_eq!(with_ts, h264);
+    assert!(segs.len() > h264.len());
 }

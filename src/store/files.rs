@@ -1,6 +1,6 @@
 //! Media files of one stream under its directory (plain `std::fs`).
 //!
-//! Names: `init{v}.mp4`, `{msn}.m4s`, `{msn}.{part}.m4s`. Every file is written under a
+//! Names: `init{v}.mp4`, `{msn}.m4s`, `{msn}.{part}.m4s`, `{msn}.ts`. Every file is written under a
 //! temporary name in the same directory and renamed into place, so a reader never sees
 //! half a file.
 
@@ -41,7 +41,10 @@ impl StreamDir {
                 continue;
             }
             if let Some(
-                f @ (MediaFile::Init { .. } | MediaFile::Segment { .. } | MediaFile::Part { .. }),
+                f @ (MediaFile::Init { .. }
+                | MediaFile::Segment { .. }
+                | MediaFile::Part { .. }
+                | MediaFile::TsSegment { .. }),
             ) = MediaFile::parse(name)
             {
                 files.insert(f);
@@ -93,6 +96,7 @@ impl StreamDir {
                 data,
             ),
             Output::Segment { msn, data, .. } => (MediaFile::Segment { msn: *msn }, data),
+            Output::TsSegment { msn, data, .. } => (MediaFile::TsSegment { msn: *msn }, data),
         };
         self.write_atomic(&file.name(), data)?;
         self.files.insert(file);
@@ -101,8 +105,8 @@ impl StreamDir {
 
     /// Deletes files no longer listed and past their availability: segments unlisted for
     /// at least the availability time (playlist duration, ≥ 3 × TD) or older than
-    /// anything the index keeps; parts with their segment (or past a finished segment's
-    /// part count); init versions older than the current one that no kept segment uses.
+    /// anything the index keeps; parts and TS renditions with their segment (parts also
+    /// past a finished segment's part count); init versions older than the current one that no kept segment uses.
     pub fn sweep(&mut self, idx: &StreamIndex, now_ms: i64) -> io::Result<()> {
         let avail = idx.availability_ms();
         let oldest = idx.oldest_msn();
@@ -122,7 +126,7 @@ impl StreamDir {
         let mut doomed = Vec::new();
         for f in &self.files {
             let gone = match *f {
-                MediaFile::Segment { msn } => segment_gone(msn),
+                MediaFile::Segment { msn } | MediaFile::TsSegment { msn } => segment_gone(msn),
                 MediaFile::Part { msn, part } => {
                     segment_gone(msn)
                         || idx

@@ -33,6 +33,8 @@ const STATE_ENDED: u32 = 2;
 pub const SEG_DISCONTINUITY: u32 = 1;
 /// Segment flag: no longer listed in the playlist (kept for availability).
 pub const SEG_UNLISTED: u32 = 2;
+/// Segment flag: has an MPEG-TS rendition (`{msn}.ts`).
+pub const SEG_TS: u32 = 4;
 /// Part flag: starts with a keyframe.
 pub const PART_INDEPENDENT: u32 = 1;
 
@@ -74,6 +76,11 @@ impl SegmentEntry {
 
     pub fn listed(&self) -> bool {
         self.flags & SEG_UNLISTED == 0
+    }
+
+    /// `{msn}.ts` was written for this segment.
+    pub fn has_ts(&self) -> bool {
+        self.flags & SEG_TS != 0
     }
 }
 
@@ -160,6 +167,10 @@ pub struct StreamIndex {
     /// MSN of the first listed segment.
     media_sequence: u64,
     discontinuity_sequence: u64,
+    /// msn + 1 of the TS rendition written for the segment being built (0: none).
+    pending_ts: u64,
+    /// Its size.
+    pending_ts_bytes: u64,
 
     init_version: u32,
     /// Inits applied since the claim (the second and later imply a discontinuity).
@@ -178,6 +189,9 @@ pub struct StreamIndex {
     total_video_frames: u64,
     total_video_duration_us: u64,
     peak_bps: u64,
+    /// Bytes of all TS renditions, and of the fMP4 segments they render.
+    total_ts_bytes: u64,
+    total_ts_fmp4_bytes: u64,
 
     seg_head: u32,
     seg_len: u32,
@@ -248,6 +262,8 @@ impl StreamIndex {
         next_msn: 0,
         media_sequence: 0,
         discontinuity_sequence: 0,
+        pending_ts: 0,
+        pending_ts_bytes: 0,
         init_version: 0,
         publish_inits: 0,
         pending_discontinuity: 0,
@@ -261,6 +277,8 @@ impl StreamIndex {
         total_video_frames: 0,
         total_video_duration_us: 0,
         peak_bps: 0,
+        total_ts_bytes: 0,
+        total_ts_fmp4_bytes: 0,
         seg_head: 0,
         seg_len: 0,
         listed: 0,
@@ -464,6 +482,26 @@ impl StreamIndex {
         }
     }
 
+    /// The listed segments that have a TS rendition: the newest listed segments, back
+    /// to the first one without (so that their msns are consecutive). Empty when the
+    /// newest listed segment has none (e.g. an HEVC stream).
+    pub fn ts_segments(&self) -> impl Iterator<Item = &SegmentEntry> + '_ {
+        let listed = self.listed_segments().count();
+        let with_ts = self
+            .listed_segments()
+            .rev()
+            .take_while(|s| s.has_ts())
+            .count();
+        self.listed_segments().skip(listed - with_ts)
+    }
+
+    /// True when the TS playlist has something to list.
+    pub fn has_ts(&self) -> bool {
+        self.listed_segments()
+            .next_back()
+            .is_some_and(|s| s.has_ts())
+    }
+
     /// Sum of the listed segments' durations.
     pub fn listed_duration_us(&self) -> u64 {
         self.listed_segments().map(|s| s.duration_us).sum()
@@ -534,6 +572,16 @@ impl StreamIndex {
         } else {
             self.parts_estimate()
         }
+    }
+
+    /// Size of the TS renditions relative to their fMP4 segments, in thousandths (at
+    /// least 1000): scales the bit rates for a TS variant. 1000 before any TS segment.
+    pub fn ts_size_permille(&self) -> u64 {
+        if self.total_ts_fmp4_bytes == 0 {
+            return 1_000;
+        }
+        let r = self.total_ts_bytes as u128 * 1_000 / self.total_ts_fmp4_bytes as u128;
+        (r.min(u64::MAX as u128) as u64).max(1_000)
     }
 
     fn parts_estimate(&self) -> u64 {
@@ -613,6 +661,11 @@ impl StreamIndex {
                     bytes: data.len().min(u32::MAX as usize) as u32,
                     flags: if *independent { PART_INDEPENDENT } else { 0 },
                 });
+            }
+            Output::TsSegment { msn, data, .. } => {
+                // Flags the segment of the same msn, which follows.
+                self.pending_ts = msn.saturating_add(1);
+                self.pending_ts_bytes = data.len() as u64;
             }
             Output::Segment {
                 msn,
@@ -721,7 +774,14 @@ impl StreamIndex {
         }
     }
 
-    fn push_segment(&mut self, s: SegmentEntry, now_ms: i64) {
+    fn push_segment(&mut self, mut s: SegmentEntry, now_ms: i64) {
+        if self.pending_ts != 0 && self.pending_ts == s.msn.wrapping_add(1) {
+            s.flags |= SEG_TS;
+            self.total_ts_bytes = self.total_ts_bytes.saturating_add(self.pending_ts_bytes);
+            self.total_ts_fmp4_bytes = self.total_ts_fmp4_bytes.saturating_add(s.bytes);
+        }
+        self.pending_ts = 0;
+        self.pending_ts_bytes = 0;
         if self.target_duration_s == 0 {
             let target = self.segment_target_ms.div_ceil(1_000).max(1);
             let first = ((s.duration_us + 500_000) / 1_000_000) as u32;
@@ -854,6 +914,7 @@ impl StreamIndex {
         self.updated_ms = now_ms;
         self.ended_ms = 0;
         self.publish_inits = 0;
+        self.pending_ts = 0;
         self.pending_discontinuity = u32::from(self.seg_len > 0 || self.next_msn > 0);
         self.publish_id = self.publish_id.wrapping_add(1);
         self.generation = self.generation.wrapping_add(1);

@@ -19,9 +19,20 @@ pub fn valid_key(key: &str) -> bool {
 pub enum MediaFile {
     MediaPlaylist,
     MultivariantPlaylist,
-    Init { version: u32 },
-    Segment { msn: u64 },
-    Part { msn: u64, part: u32 },
+    Init {
+        version: u32,
+    },
+    Segment {
+        msn: u64,
+    },
+    Part {
+        msn: u64,
+        part: u32,
+    },
+    /// The MPEG-TS rendition of segment `msn`.
+    TsSegment {
+        msn: u64,
+    },
 }
 
 impl MediaFile {
@@ -36,6 +47,9 @@ impl MediaFile {
             .and_then(|s| s.strip_suffix(".mp4"))
         {
             return number(v).map(|version| MediaFile::Init { version });
+        }
+        if let Some(msn) = name.strip_suffix(".ts") {
+            return number(msn).map(|msn| MediaFile::TsSegment { msn });
         }
         let stem = name.strip_suffix(".m4s")?;
         match stem.split_once('.') {
@@ -55,6 +69,7 @@ impl MediaFile {
             MediaFile::Init { version } => format!("init{version}.mp4"),
             MediaFile::Segment { msn } => format!("{msn}.m4s"),
             MediaFile::Part { msn, part } => format!("{msn}.{part}.m4s"),
+            MediaFile::TsSegment { msn } => format!("{msn}.ts"),
         }
     }
 }
@@ -104,6 +119,8 @@ mod tests {
             MediaFile::Segment { msn: 123 },
             MediaFile::Part { msn: 7, part: 0 },
             MediaFile::Part { msn: 7, part: 11 },
+            MediaFile::TsSegment { msn: 0 },
+            MediaFile::TsSegment { msn: 42 },
         ] {
             assert_eq!(MediaFile::parse(&f.name()), Some(f));
         }
@@ -117,6 +134,12 @@ mod tests {
             "index.m3u",
             "1.m4s.tmp",
             "99999999999999999999.m4s",
+            "01.ts",
+            "1.2.ts",
+            ".ts",
+            "x.ts",
+            "1.ts.tmp",
+            "-3.ts",
         ] {
             assert_eq!(MediaFile::parse(bad), None, "{bad}");
         }

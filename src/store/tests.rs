@@ -382,6 +382,57 @@ fn init_versions_and_pending_discontinuity() {
     assert!(idx.segment(1).unwrap().discontinuity());
 }
 
+#[test]
+fn ts_rendition_flag() {
+    let mut idx = live("ts");
+    idx.apply(&init(1), 0);
+    let ts = |msn: u64| Output::TsSegment {
+        msn,
+        duration_us: 2_000_000,
+        data: Bytes::from_static(b"ts"),
+    };
+    for m in 0..4u64 {
+        let mut outs = segment(m, 10, 200_000, 10, false, 1, 0);
+        // TS for 0, 1 and 3, right before the segment (as the segmenter emits it).
+        if m != 2 {
+            outs.insert(outs.len() - 1, ts(m));
+        }
+        apply_all(&mut idx, &outs, 0);
+    }
+    let flags: Vec<bool> = idx.segments().map(|s| s.has_ts()).collect();
+    assert_eq!(flags, [true, true, false, true]);
+    assert!(idx.has_ts());
+    let listed: Vec<u64> = idx.ts_segments().map(|s| s.msn).collect();
+    assert_eq!(listed, [3], "only the consecutive newest ones");
+    // TS renditions smaller than their segments do not lower the bit rates.
+    assert_eq!(idx.ts_size_permille(), 1_000);
+    let mut outs = segment(4, 10, 200_000, 10, false, 1, 0);
+    outs.insert(
+        10,
+        Output::TsSegment {
+            msn: 4,
+            duration_us: 2_000_000,
+            data: Bytes::from(vec![0x47; 2_000]),
+        },
+    );
+    apply_all(&mut idx, &outs, 0);
+    // 2 + 2 + 2 + 2000 TS bytes for 4 x 100 fMP4 bytes.
+    assert_eq!(idx.ts_size_permille(), 2_006 * 1_000 / 400);
+    let mv = crate::playlist::ts_multivariant_playlist(&idx, "index.m3u8");
+    let plain = crate::playlist::multivariant_playlist(&idx, "index.m3u8");
+    let bw = |t: &str| -> u64 {
+        let v = t.split("BANDWIDTH=").nth(1).unwrap();
+        v[..v.find(',').unwrap()].parse().unwrap()
+    };
+    assert_eq!(bw(&mv), (bw(&plain) * 5_015).div_ceil(1_000));
+    // A TS output for another msn does not flag the next segment.
+    apply_all(&mut idx, &[ts(9)], 0);
+    apply_all(&mut idx, &segment(5, 10, 200_000, 10, false, 1, 0), 0);
+    assert!(!idx.segment(5).unwrap().has_ts());
+    assert!(!idx.has_ts());
+    assert_eq!(idx.ts_segments().count(), 0);
+}
+
 mod files {
     use super::*;
     use std::path::PathBuf;
@@ -423,7 +474,16 @@ mod files {
                 idx.apply(&i2, now);
             }
             let iv = if m >= 8 { 2 } else { 1 };
-            for o in segment(m, 3, 666_666, 10, m == 8, iv, 0) {
+            let mut outs = segment(m, 3, 666_666, 10, m == 8, iv, 0);
+            outs.insert(
+                3,
+                Output::TsSegment {
+                    msn: m,
+                    duration_us: 2_000_000,
+                    data: Bytes::from(vec![0x47; 188]),
+                },
+            );
+            for o in outs {
                 sd.write(&o).unwrap();
                 idx.apply(&o, now);
             }
@@ -432,10 +492,12 @@ mod files {
         }
         assert_eq!(std::fs::read(d.join("15.m4s")).unwrap().len(), 30);
         assert_eq!(std::fs::read(d.join("15.2.m4s")).unwrap().len(), 10);
+        assert_eq!(std::fs::read(d.join("15.ts")).unwrap().len(), 188);
         assert_eq!(std::fs::read(d.join("init2.mp4")).unwrap(), b"init");
         // Nothing listed or within its availability is gone.
         for s in idx.segments() {
             assert!(d.join(format!("{}.m4s", s.msn)).exists(), "{}", s.msn);
+            assert!(d.join(format!("{}.ts", s.msn)).exists(), "{}", s.msn);
         }
         // Window 12: 4..15 listed; 3 unlisted at 26 s, kept for 24 s.
         assert!(d.join("3.m4s").exists());
@@ -448,6 +510,8 @@ mod files {
         let left = names(&d);
         assert!(!left.contains(&"3.m4s".to_string()));
         assert!(!left.contains(&"3.0.m4s".to_string()));
+        assert!(!left.contains(&"3.ts".to_string()));
+        assert!(left.contains(&"4.ts".to_string()));
         assert!(left.contains(&"4.m4s".to_string()));
         assert!(left.contains(&"4.2.m4s".to_string()));
         assert!(!left.iter().any(|n| n.ends_with(".tmp")));
