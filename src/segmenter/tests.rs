@@ -986,6 +986,7 @@ fn timestamp_jumps_do_not_stretch_the_timeline() {
         SegmenterConfig {
             segment_target_ms: 1_000,
             part_target_ms: 200,
+            ..SegmenterConfig::default()
         },
         Some(vcfg(1)),
         Some(acfg(44_100)),
@@ -1003,6 +1004,7 @@ fn timestamp_jumps_do_not_stretch_the_timeline() {
         "{:?}",
         segs.iter().map(|s| s.duration_us).collect::<Vec<_>>()
     );
+}
 
 // ---------------------------------------------------------------- MPEG-TS
 
