@@ -590,8 +590,6 @@ def test_stalled_publisher_503_then_end(vid_factory):
         assert max_age(r) == max(pl["target"] // 2, 1), "not blocking after ENDLIST"
 
 
-@pytest.mark.xfail(strict=True, reason="error responses carry no Cache-Control: "
-                   "playlist::max_age_error exists but http.rs/wait.rs never use it")
 def test_error_cache_lifetimes(vid_factory):
     """Delivery: a blocking segment/part error is cached for 1 TD (LL-HLS-CHECKLIST)."""
     v = vid_factory(workers=1, segment="1s", window=6)
@@ -611,9 +609,6 @@ def test_error_cache_lifetimes(vid_factory):
 
 # --------------------------------------------------------------------------- stream start, republish
 
-@pytest.mark.xfail(strict=True, reason="wait.rs releases a held blocking reload with the "
-                   "playlist even before the first segment decided TARGETDURATION (http.rs "
-                   "checks target_duration_decided, release() does not): TD 1 first, 3 later")
 def test_blocking_reload_before_the_first_segment(vid_factory):
     """TARGETDURATION never changes: a blocking reload held at stream start must not be
     answered with a playlist rendered before the first segment decided it (the plain
@@ -680,9 +675,6 @@ def test_republish_discontinuity_and_map_before_parts(republished):
         assert s["map"] != "init1.mp4", "the new publish has its own init section"
 
 
-@pytest.mark.xfail(strict=True, reason="the segment being built after a discontinuity is "
-                   "listed (DISCONTINUITY, MAP, parts) without EXT-X-PROGRAM-DATE-TIME; the "
-                   "PDT is inserted before its first part only once the segment completes")
 def test_republish_partial_segment_has_program_date_time(republished):
     """PDT before a segment's first part, in every live playlist, and a listed segment's
     tags never change afterwards (updates only append)."""

@@ -321,12 +321,12 @@ unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
             SNAPSHOT.with(|snap| {
                 let mut snap = snap.borrow_mut();
                 if !zone.snapshot(key, &mut snap) {
-                    return NGX_HTTP_NOT_FOUND as ngx_int_t;
+                    return error(r, NGX_HTTP_NOT_FOUND, 1);
                 }
                 let idx: &StreamIndex = &snap;
                 if format == Format::Ts && !idx.has_ts() {
                     // No TS rendition (HEVC, TS off) or no segment yet.
-                    return NGX_HTTP_NOT_FOUND as ngx_int_t;
+                    return error(r, NGX_HTTP_NOT_FOUND, playlist::max_age_error(idx, false));
                 }
                 match playlist::blocking_state(idx, &req) {
                     Blocking::BadRequest(why) => {
@@ -354,7 +354,7 @@ unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
                             idx.generation(),
                         )
                     }
-                    _ => NGX_HTTP_NOT_FOUND as ngx_int_t,
+                    _ => error(r, NGX_HTTP_NOT_FOUND, playlist::max_age_error(idx, false)),
                 }
             })
         }
@@ -391,10 +391,11 @@ unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
                     hinted,
                     hold_limit_ms(i),
                     i.generation(),
+                    playlist::max_age_error(i, false),
                 )
             });
-            let Some((dir, has_video, hinted, limit, generation)) = found else {
-                return NGX_HTTP_NOT_FOUND as ngx_int_t;
+            let Some((dir, has_video, hinted, limit, generation, td)) = found else {
+                return error(r, NGX_HTTP_NOT_FOUND, 1);
             };
             let ct: &'static str = match media {
                 MediaFile::TsSegment { .. } => TS_TYPE,
@@ -413,7 +414,10 @@ unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
                     };
                     wait::hold(r, zone, key, want, now_ms() + limit, generation)
                 }
-                _ => send_file(r, &path, ct),
+                _ => match send_file(r, &path, ct) {
+                    rc if rc == NGX_HTTP_NOT_FOUND as ngx_int_t => error(r, NGX_HTTP_NOT_FOUND, td),
+                    rc => rc,
+                },
             }
         }
     }
@@ -448,6 +452,12 @@ pub(super) unsafe fn send_media_playlist(
         body.as_bytes(),
         playlist::max_age(idx, blocking),
     )
+}
+
+/// An error status whose response may be cached for `max_age` seconds.
+pub(super) unsafe fn error(r: *mut ngx_http_request_t, status: u32, max_age: u32) -> ngx_int_t {
+    set_cache_control(r, max_age);
+    status as ngx_int_t
 }
 
 unsafe fn set_cache_control(r: *mut ngx_http_request_t, max_age: u32) {

@@ -222,7 +222,10 @@ fn judge(idx: &StreamIndex, want: &Want, now: i64, deadline: i64) -> Verdict {
     let v = match want {
         Want::Playlist(req) => match playlist::blocking_state(idx, req) {
             Blocking::Wait => Verdict::Wait,
-            _ => Verdict::Ready,
+            // The first segment decides TARGETDURATION: nothing is rendered before it.
+            _ if idx.target_duration_decided() => Verdict::Ready,
+            _ if idx.state() == crate::store::StreamState::Live => Verdict::Wait,
+            _ => Verdict::Gone,
         },
         Want::Part { msn, part, .. } => {
             if idx.part(*msn, *part).is_some() {
@@ -255,8 +258,21 @@ unsafe fn release(w: Waiter, verdict: Verdict, idx: &StreamIndex) {
                 path, content_type, ..
             } => http::send_file(r, path, content_type),
         },
-        Verdict::Gone => NGX_HTTP_NOT_FOUND as ngx_int_t,
-        Verdict::TimedOut => NGX_HTTP_SERVICE_UNAVAILABLE as ngx_int_t,
+        // Error lifetimes per the delivery rules: a blocking playlist 404 is cached
+        // 4 × TD, any other blocking error 1 × TD.
+        Verdict::Gone => {
+            let blocking_playlist = matches!(w.want, Want::Playlist(_));
+            http::error(
+                r,
+                NGX_HTTP_NOT_FOUND,
+                playlist::max_age_error(idx, blocking_playlist),
+            )
+        }
+        Verdict::TimedOut => http::error(
+            r,
+            NGX_HTTP_SERVICE_UNAVAILABLE,
+            playlist::max_age_error(idx, false),
+        ),
         Verdict::Wait => unreachable!(),
     };
     ngx_http_finalize_request(r, rc);

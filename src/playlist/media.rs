@@ -146,12 +146,12 @@ pub fn media_playlist(
                     .name()
                 );
             }
-            // The segment being built continues the last one unless it starts a new
-            // timeline; then its PDT comes with the complete segment.
-            if let (Some(last), false) = (listed.last(), idx.pending_discontinuity()) {
-                let pdt = last.program_date_time_ms + (last.duration_us / 1_000) as i64;
-                let _ = writeln!(o, "#EXT-X-PROGRAM-DATE-TIME:{}", format_pdt(pdt));
-            }
+            // The segment being built is dated like it will be once complete.
+            let _ = writeln!(
+                o,
+                "#EXT-X-PROGRAM-DATE-TIME:{}",
+                format_pdt(idx.building_pdt_ms())
+            );
             for p in &partial {
                 write_part(&mut o, p);
             }

@@ -626,10 +626,15 @@ fn endlist_and_republish_discontinuity() {
     let (text, p) = sim.render(ll(), true);
     common_rules(&p, &text, true);
     assert!(!p.endlist);
-    // The segment being built starts a new timeline, with a new init section.
+    // The segment being built starts a new timeline, with a new init section, and is
+    // dated at once (its PDT will not change when it completes).
     assert_eq!(
         p.partial.before_parts,
-        ["#EXT-X-DISCONTINUITY", "#EXT-X-MAP"]
+        [
+            "#EXT-X-DISCONTINUITY",
+            "#EXT-X-MAP",
+            "#EXT-X-PROGRAM-DATE-TIME"
+        ]
     );
     assert_eq!(p.partial.map.as_deref(), Some("init2.mp4"));
     assert_eq!(p.discontinuity_sequence, Some(0));

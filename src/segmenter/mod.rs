@@ -128,6 +128,9 @@ pub enum Output {
         duration_us: u64,
         independent: bool,
         data: Bytes,
+        /// EXT-X-PROGRAM-DATE-TIME of the segment this part belongs to (the same value
+        /// its `Segment` will carry), so the segment being built can be dated at once.
+        segment_pdt_ms: i64,
     },
     /// A complete segment, right after its last part.
     Segment {
@@ -911,6 +914,7 @@ impl<M: Muxer> Segmenter<M> {
             duration_us,
             independent: self.part_independent,
             data,
+            segment_pdt_ms: self.seg_pdt_ms,
         });
         self.part_index += 1;
     }

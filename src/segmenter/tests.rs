@@ -236,6 +236,7 @@ fn check_slack(r: &Run_, part_target_ms: u64, slack_us: u64) -> Vec<SegInfo> {
     let frags = r.rec.fragments.borrow();
     let mut segs = Vec::new();
     let mut cur_parts: Vec<(u64, bool, Bytes)> = Vec::new();
+    let mut part_pdts: Vec<(i64, u64)> = Vec::new();
     let mut inits_seen = 0;
     let mut msn_expected: Option<u64> = None;
     let mut init_version = 0;
@@ -257,8 +258,13 @@ fn check_slack(r: &Run_, part_target_ms: u64, slack_us: u64) -> Vec<SegInfo> {
                 duration_us,
                 independent,
                 data,
+                segment_pdt_ms,
             } => {
                 assert!(inits_seen > 0);
+                if let Some(&(pdt, _)) = part_pdts.last().filter(|(_, m)| *m == *msn) {
+                    assert_eq!(pdt, *segment_pdt_ms, "parts of one segment carry one PDT");
+                }
+                part_pdts.push((*segment_pdt_ms, *msn));
                 if let Some(m) = msn_expected {
                     assert_eq!(*msn, m, "part of an unexpected segment");
                 }
@@ -285,6 +291,11 @@ fn check_slack(r: &Run_, part_target_ms: u64, slack_us: u64) -> Vec<SegInfo> {
                 ..
             } => {
                 assert_eq!(Some(*msn), msn_expected);
+                assert_eq!(
+                    part_pdts.last().map(|p| p.0),
+                    Some(*program_date_time_ms),
+                    "a segment carries the PDT its parts announced"
+                );
                 if let Some(m) = ts_msn.take() {
                     assert_eq!(m, *msn, "TS segment right before its segment");
                 }

@@ -154,6 +154,7 @@ pub struct StreamIndex {
     publish_id: u64,
     claimed_ms: i64,
     updated_ms: i64,
+    building_pdt_ms: i64,
     ended_ms: i64,
 
     window: u32,
@@ -254,6 +255,7 @@ impl StreamIndex {
         publish_id: 0,
         claimed_ms: 0,
         updated_ms: 0,
+        building_pdt_ms: 0,
         ended_ms: 0,
         window: 0,
         part_target_ms: 0,
@@ -411,6 +413,11 @@ impl StreamIndex {
     /// Version of the newest init section (`init{v}.mp4`); 0 before the first.
     pub fn init_version(&self) -> u32 {
         self.init_version
+    }
+
+    /// EXT-X-PROGRAM-DATE-TIME of the segment being built (valid once it has a part).
+    pub fn building_pdt_ms(&self) -> i64 {
+        self.building_pdt_ms
     }
 
     /// The segment being built starts with a discontinuity.
@@ -653,7 +660,9 @@ impl StreamIndex {
                 duration_us,
                 independent,
                 data,
+                segment_pdt_ms,
             } => {
+                self.building_pdt_ms = *segment_pdt_ms;
                 self.push_part(PartEntry {
                     msn: *msn,
                     part: *part,

@@ -57,6 +57,7 @@ pub(crate) fn segment(
             duration_us: part_us,
             independent: p % 5 == 0,
             data: Bytes::from(vec![p as u8; part_bytes]),
+            segment_pdt_ms: pdt,
         });
     }
     let dur = part_us * parts as u64;
@@ -171,6 +172,7 @@ fn republish_continues_numbering_with_discontinuity() {
             duration_us: 200_000,
             independent: true,
             data: Bytes::from_static(b"x"),
+            segment_pdt_ms: 0,
         },
         0,
     );
@@ -313,6 +315,7 @@ fn bit_rate_statistics() {
             duration_us: 200_000,
             independent: true,
             data: Bytes::from(vec![0; 5_000]),
+            segment_pdt_ms: 0,
         },
         0,
     );
