@@ -11,8 +11,8 @@ window, with the same number of workers:
 
 Measured, per server, median over --repeat runs:
   1. for N publishers (`ffmpeg -re -stream_loop -1 -c copy`), over a window of --seconds
-     once every stream has its first playlist: server CPU seconds (utime + stime of the
-     master and all its children) per stream-minute, and the largest worker VmRSS seen;
+     once every stream has its first playlist: server CPU seconds (user + system time of
+     the master and all its children) per stream-minute, and the largest worker VmRSS;
   2. with one publisher live: playlist requests/s under `wrk -t2 -c64`.
 
 Prints a table with the medians, the vid/peer ratios and their targets (CPU per stream
@@ -192,13 +192,28 @@ def cmdline(pid):
         return ""
 
 
-def cpu_ticks(pids):
-    ticks = {}
-    for pid in pids:
+def cpu_seconds(pid):
+    """CPU time (user + system) used so far by all threads of pid, or None if it is gone.
+
+    This is what utime + stime in /proc/PID/stat count, but those come in clock ticks
+    (10 ms): over a 20 s window one stream costs only a few ticks. The scheduler keeps the
+    same figure in nanoseconds per thread in /proc/PID/task/TID/schedstat; use that where
+    the kernel has it, and the ticks otherwise.
+    """
+    try:
+        total = 0
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        return total / 1e9
+    except (OSError, ValueError, IndexError):
         stat = read_stat(pid)
-        if stat:
-            ticks[pid] = stat["ticks"]
-    return ticks
+        return stat["ticks"] / CLK_TCK if stat else None
+
+
+def cpu_times(pids):
+    times = {pid: cpu_seconds(pid) for pid in pids}
+    return {pid: t for pid, t in times.items() if t is not None}
 
 
 # ---------------------------------------------------------------------------------------
@@ -367,7 +382,7 @@ def measure_load(server, count, seconds, input_path, workdir):
     with server.running(workdir), publishers(server, count, input_path) as procs:
         wait_for_playlists(server, procs)
         pids = server.pids()
-        start_ticks, start = cpu_ticks(pids), time.monotonic()
+        start_cpu, start = cpu_times(pids), time.monotonic()
         max_rss = 0
         while True:
             max_rss = max([max_rss] + [vm_rss_kib(p) for p in server.worker_pids()])
@@ -375,12 +390,12 @@ def measure_load(server, count, seconds, input_path, workdir):
             if left <= 0:
                 break
             time.sleep(min(RSS_SAMPLE_INTERVAL, left))
-        end_ticks, elapsed = cpu_ticks(pids), time.monotonic() - start
+        end_cpu, elapsed = cpu_times(pids), time.monotonic() - start
         # Every publisher must have lasted the whole window, or the figure means nothing.
         check_publishers(procs)
-        if set(end_ticks) != set(start_ticks):
+        if set(end_cpu) != set(start_cpu):
             raise BenchError(f"{server.name}: a server process exited during the window")
-    cpu = sum(end_ticks[p] - start_ticks[p] for p in end_ticks) / CLK_TCK
+    cpu = sum(end_cpu[p] - start_cpu[p] for p in end_cpu)
     return LoadResult(cpu / (count * elapsed / 60.0), max_rss / 1024.0)
 
 
