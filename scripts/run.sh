@@ -7,6 +7,7 @@ rtmp=${RTMP_PORT:-1935}; http=${HTTP_PORT:-8080}; workers=${WORKERS:-auto}
 prefix=$(mkdir -p "${VID_PREFIX:-run}" && cd "${VID_PREFIX:-run}" && pwd)
 scripts/build.sh
 mkdir -p "$prefix"/{conf,logs,media}
+chmod 1777 "$prefix/media"   
 scripts/render-conf.sh "$prefix" "$rtmp" "$http" "$workers" > "$prefix/conf/nginx.conf"
 build/sbin/nginx -p "$prefix" -c conf/nginx.conf -e logs/error.log -t -q
 cat <<MSG
