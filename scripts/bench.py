@@ -102,20 +102,22 @@ def process_group(argv, log_path=None, **kwargs):
 
 
 def stop_group(proc, grace=5.0):
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout=grace)
-            # Workers may outlive the master for a moment; make sure the group is gone.
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            return
-        except subprocess.TimeoutExpired:
-            continue
-        return
+    """SIGTERM to the group, SIGKILL if the leader is not gone after grace seconds, and
+    SIGKILL once more for anything left in the group (an nginx worker, say)."""
+    signal_group(proc, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        signal_group(proc, signal.SIGKILL)
+        proc.wait()
+    signal_group(proc, signal.SIGKILL)
+
+
+def signal_group(proc, sig):
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def tail(path, lines=15):
@@ -501,7 +503,9 @@ def environment():
         f"host: {platform.node()}, {os.cpu_count()} CPUs ({cpu}), Linux {platform.release()}",
         f"vid:  {commit}, {first_line([VID_NGINX, '-v'])}",
         f"peer: {first_line([PEER_NGINX, '-v'])} + libnginx-mod-rtmp",
-        f"load: {first_line([FFMPEG, '-version'])}; {first_line([WRK, '-v'])}",
+        f"tools: {first_line([FFMPEG, '-version'])}; {first_line([WRK, '-v'])}",
+        f"1-min load average before the run: {os.getloadavg()[0]:.2f}"
+        " (anything well above 0 means other work shared the CPUs)",
     ]
 
 
