@@ -77,6 +77,7 @@ class Vid:
 
     def __init__(self, workers=1, segment="1s", part="200ms", window=6, extra_env=None):
         self.prefix = Path(tempfile.mkdtemp(prefix="vid-test-"))
+        os.chmod(self.prefix, 0o755)  # workers run as nobody when the tests run as root
         for d in ("conf", "logs", "media"):
             (self.prefix / d).mkdir()
         os.chmod(self.prefix / "media", 0o1777)

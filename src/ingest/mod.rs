@@ -16,8 +16,8 @@ use crate::mux::fmp4;
 use crate::rtmp::{self, amf0, Event, Session, SessionConfig};
 use crate::segmenter::{Muxer, Output, Segmenter, SegmenterConfig};
 use crate::store::files::StreamDir;
-use crate::store::index::{ClaimError, StreamIndex, StreamSettings, Table};
 use crate::store::names;
+use crate::store::{ClaimError, StreamIndex, StreamSettings, Table};
 
 /// Access to the shared table of stream indexes; the implementation holds the lock for
 /// the duration of `f`. Returns false if the table is unavailable.
@@ -80,6 +80,9 @@ impl Muxer for Fmp4 {
 struct Publishing {
     stream_id: u32,
     key: String,
+    /// Our slot in the shared table and the id that proves we are still its writer.
+    slot: usize,
+    publish_id: u64,
     segmenter: Segmenter<Fmp4>,
     dir: StreamDir,
     next_sweep_ms: i64,
@@ -135,7 +138,12 @@ impl Connection {
     }
 
     /// Feed bytes read from the publisher. An error means: log it and close.
-    pub fn feed(&mut self, data: &[u8], now_ms: i64, shared: &mut dyn SharedIndex) -> Result<(), IngestError> {
+    pub fn feed(
+        &mut self,
+        data: &[u8],
+        now_ms: i64,
+        shared: &mut dyn SharedIndex,
+    ) -> Result<(), IngestError> {
         let mut events = std::mem::take(&mut self.events);
         let fed = self.rtmp.feed(data, &mut events).map_err(IngestError::Rtmp);
         let mut result = Ok(());
@@ -164,25 +172,53 @@ impl Connection {
         self.log.push((level, msg));
     }
 
-    fn event(&mut self, ev: Event, now_ms: i64, shared: &mut dyn SharedIndex) -> Result<(), IngestError> {
+    fn event(
+        &mut self,
+        ev: Event,
+        now_ms: i64,
+        shared: &mut dyn SharedIndex,
+    ) -> Result<(), IngestError> {
         match ev {
             Event::Connect { app, .. } => {
                 self.say(LogLevel::Info, format!("connect app \"{app}\""));
                 self.app = Some(app);
                 Ok(())
             }
-            Event::Publish { stream_id, name, .. } => self.publish(stream_id, name, now_ms, shared),
+            Event::Publish {
+                stream_id, name, ..
+            } => self.publish(stream_id, name, now_ms, shared),
             Event::Metadata { stream_id, values } => {
-                if let Some(p) = self.publishing.as_mut().filter(|p| p.stream_id == stream_id) {
-                    let has = |k: &str| values.iter().any(|(n, v)| n == k && !matches!(v, amf0::Value::Null | amf0::Value::Undefined));
-                    p.segmenter.expect_tracks(has("videocodecid"), has("audiocodecid"));
+                if let Some(p) = self
+                    .publishing
+                    .as_mut()
+                    .filter(|p| p.stream_id == stream_id)
+                {
+                    let has = |k: &str| {
+                        values.iter().any(|(n, v)| {
+                            n == k && !matches!(v, amf0::Value::Null | amf0::Value::Undefined)
+                        })
+                    };
+                    p.segmenter
+                        .expect_tracks(has("videocodecid"), has("audiocodecid"));
                 }
                 Ok(())
             }
-            Event::Video { stream_id, timestamp_ms, data } => self.media(stream_id, TrackKind::Video, timestamp_ms, data, now_ms),
-            Event::Audio { stream_id, timestamp_ms, data } => self.media(stream_id, TrackKind::Audio, timestamp_ms, data, now_ms),
+            Event::Video {
+                stream_id,
+                timestamp_ms,
+                data,
+            } => self.media(stream_id, TrackKind::Video, timestamp_ms, data, now_ms),
+            Event::Audio {
+                stream_id,
+                timestamp_ms,
+                data,
+            } => self.media(stream_id, TrackKind::Audio, timestamp_ms, data, now_ms),
             Event::Unpublish { stream_id } => {
-                if self.publishing.as_ref().is_some_and(|p| p.stream_id == stream_id) {
+                if self
+                    .publishing
+                    .as_ref()
+                    .is_some_and(|p| p.stream_id == stream_id)
+                {
                     self.unpublish(now_ms, shared)?;
                 }
                 Ok(())
@@ -190,9 +226,16 @@ impl Connection {
         }
     }
 
-    fn publish(&mut self, stream_id: u32, name: String, now_ms: i64, shared: &mut dyn SharedIndex) -> Result<(), IngestError> {
+    fn publish(
+        &mut self,
+        stream_id: u32,
+        name: String,
+        now_ms: i64,
+        shared: &mut dyn SharedIndex,
+    ) -> Result<(), IngestError> {
         let refuse = |this: &mut Self, why: String| {
-            this.rtmp.reject_publish(stream_id, "NetStream.Publish.BadName", &why);
+            this.rtmp
+                .reject_publish(stream_id, "NetStream.Publish.BadName", &why);
             Err(IngestError::Refused(why))
         };
         if self.publishing.is_some() {
@@ -200,7 +243,13 @@ impl Connection {
         }
         if !names::valid_key(&name) {
             let shown: String = name.chars().take(80).collect();
-            return refuse(self, format!("invalid stream key \"{}\" (allowed: [A-Za-z0-9_-]{{1,64}})", shown.escape_debug()));
+            return refuse(
+                self,
+                format!(
+                    "invalid stream key \"{}\" (allowed: [A-Za-z0-9_-]{{1,64}})",
+                    shown.escape_debug()
+                ),
+            );
         }
         let dir = self.cfg.root.join(&name);
         let dir_str = dir.to_string_lossy().into_owned();
@@ -211,11 +260,21 @@ impl Connection {
         };
         let owner = self.cfg.owner;
         let mut claimed = None;
-        let ok = shared.with_table(&mut |t| claimed = Some(t.claim(&name, &dir_str, &settings, owner, now_ms)));
+        let ok = shared.with_table(&mut |t| {
+            claimed = Some(t.claim(&name, &dir_str, &settings, owner, now_ms))
+        });
         let claim = match claimed {
             Some(Ok(c)) => c,
-            Some(Err(ClaimError::AlreadyLive)) => return refuse(self, format!("stream \"{name}\" is already being published")),
-            Some(Err(ClaimError::Full)) => return refuse(self, "no room for another stream in the zone".into()),
+            Some(Err(ClaimError::AlreadyLive)) => {
+                return refuse(
+                    self,
+                    format!("stream \"{name}\" is already being published"),
+                )
+            }
+            Some(Err(ClaimError::Full)) => {
+                return refuse(self, "no room for another stream in the zone".into())
+            }
+            Some(Err(e)) => return refuse(self, format!("stream \"{name}\" refused: {e}")),
             None => {
                 debug_assert!(!ok);
                 return refuse(self, "stream index unavailable".into());
@@ -224,16 +283,15 @@ impl Connection {
         let store = match StreamDir::create(&dir) {
             Ok(d) => d,
             Err(e) => {
-                shared.with_table(&mut |t| {
-                    if let Some(i) = t.find_mut(&name) {
-                        i.end(now_ms);
-                    }
-                });
+                end_stream(shared, claim.slot, claim.publish_id, now_ms);
                 return refuse(self, format!("cannot create \"{dir_str}\": {e}"));
             }
         };
         let segmenter = Segmenter::new(
-            SegmenterConfig { segment_target_ms: self.cfg.segment_target_ms, part_target_ms: self.cfg.part_target_ms },
+            SegmenterConfig {
+                segment_target_ms: self.cfg.segment_target_ms,
+                part_target_ms: self.cfg.part_target_ms,
+            },
             Fmp4,
             claim.first_msn,
             claim.first_init_version,
@@ -245,29 +303,74 @@ impl Connection {
             LogLevel::Notice,
             format!(
                 "publish \"{app}/{name}\" started{}",
-                if claim.discontinuity { " (continues the previous stream with a discontinuity)" } else { "" }
+                if claim.discontinuity {
+                    " (continues the previous stream with a discontinuity)"
+                } else {
+                    ""
+                }
             ),
         );
-        self.publishing = Some(Publishing { stream_id, key: name, segmenter, dir: store, next_sweep_ms: now_ms + SWEEP_INTERVAL_MS });
+        self.publishing = Some(Publishing {
+            stream_id,
+            key: name,
+            slot: claim.slot,
+            publish_id: claim.publish_id,
+            segmenter,
+            dir: store,
+            next_sweep_ms: now_ms + SWEEP_INTERVAL_MS,
+        });
         Ok(())
     }
 
-    fn media(&mut self, stream_id: u32, kind: TrackKind, ts: i64, data: Bytes, now_ms: i64) -> Result<(), IngestError> {
-        let Some(p) = self.publishing.as_mut().filter(|p| p.stream_id == stream_id) else {
+    fn media(
+        &mut self,
+        stream_id: u32,
+        kind: TrackKind,
+        ts: i64,
+        data: Bytes,
+        now_ms: i64,
+    ) -> Result<(), IngestError> {
+        let Some(p) = self
+            .publishing
+            .as_mut()
+            .filter(|p| p.stream_id == stream_id)
+        else {
             return Ok(());
         };
         let out = &mut self.outputs;
         match kind {
             TrackKind::Video => match flv::parse_video(&data).map_err(IngestError::Media)? {
                 VideoTag::Config(cfg) => p.segmenter.video_config(cfg, out),
-                VideoTag::Frame { cts_ms, keyframe, data } => {
-                    p.segmenter.push(Frame { kind, dts_ms: ts, cts_ms, keyframe, data }, now_ms, out)
-                }
+                VideoTag::Frame {
+                    cts_ms,
+                    keyframe,
+                    data,
+                } => p.segmenter.push(
+                    Frame {
+                        kind,
+                        dts_ms: ts,
+                        cts_ms,
+                        keyframe,
+                        data,
+                    },
+                    now_ms,
+                    out,
+                ),
                 VideoTag::EndOfSequence | VideoTag::Skip => {}
             },
             TrackKind::Audio => match flv::parse_audio(&data).map_err(IngestError::Media)? {
                 AudioTag::Config(cfg) => p.segmenter.audio_config(cfg, out),
-                AudioTag::Frame(data) => p.segmenter.push(Frame { kind, dts_ms: ts, cts_ms: 0, keyframe: true, data }, now_ms, out),
+                AudioTag::Frame(data) => p.segmenter.push(
+                    Frame {
+                        kind,
+                        dts_ms: ts,
+                        cts_ms: 0,
+                        keyframe: true,
+                        data,
+                    },
+                    now_ms,
+                    out,
+                ),
                 AudioTag::Skip => {}
             },
         }
@@ -282,11 +385,7 @@ impl Connection {
         let stored = self.store(now_ms, shared);
         let p = self.publishing.take().expect("publishing");
         let key = p.key;
-        shared.with_table(&mut |t| {
-            if let Some(i) = t.find_mut(&key) {
-                i.end(now_ms);
-            }
-        });
+        end_stream(shared, p.slot, p.publish_id, now_ms);
         let app = self.app.clone().unwrap_or_default();
         self.say(LogLevel::Notice, format!("publish \"{app}/{key}\" ended"));
         stored
@@ -312,10 +411,18 @@ impl Connection {
         }
         let outputs = &self.outputs[..written];
         let key = &p.key;
+        let (slot, id) = (p.slot, p.publish_id);
         let sweep = now_ms >= p.next_sweep_ms;
         let mut snapshot: Option<Box<StreamIndex>> = None;
+        let mut lost = false;
+        // All outputs of one read go in under one lock: a reader never sees a segment's
+        // last part without the segment.
         shared.with_table(&mut |t| {
-            if let Some(i) = t.find_mut(key) {
+            let Some(i) = t.slot_mut(slot).filter(|i| i.is_writer(id)) else {
+                lost = true;
+                return;
+            };
+            {
                 for out in outputs {
                     i.apply(out, now_ms);
                 }
@@ -325,12 +432,29 @@ impl Connection {
             }
         });
         self.outputs.clear();
+        if lost {
+            return Err(IngestError::Refused(format!(
+                "stream \"{key}\" was taken over by another publisher"
+            )));
+        }
         if let Some(idx) = snapshot {
             p.next_sweep_ms = now_ms + SWEEP_INTERVAL_MS;
             if let Err(e) = p.dir.sweep(&idx, now_ms) {
-                self.log.push((LogLevel::Warn, format!("removing old media of \"{key}\": {e}")));
+                self.log.push((
+                    LogLevel::Warn,
+                    format!("removing old media of \"{key}\": {e}"),
+                ));
             }
         }
         result
     }
+}
+
+/// Mark our stream ended (EXT-X-ENDLIST), if we are still its writer.
+fn end_stream(shared: &mut dyn SharedIndex, slot: usize, publish_id: u64, now_ms: i64) {
+    shared.with_table(&mut |t| {
+        if let Some(i) = t.slot_mut(slot).filter(|i| i.is_writer(publish_id)) {
+            i.end(now_ms);
+        }
+    });
 }

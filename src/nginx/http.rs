@@ -17,35 +17,55 @@ use nginx_sys::{
     ngx_http_core_loc_conf_t, ngx_http_core_module, ngx_http_discard_request_body,
     ngx_http_module_t, ngx_http_output_filter, ngx_http_request_t, ngx_http_send_header, ngx_int_t,
     ngx_module_t, ngx_pcalloc, ngx_pnalloc, ngx_pool_cleanup_add, ngx_pool_cleanup_file,
-    ngx_pool_cleanup_file_t, ngx_shm_zone_t, ngx_str_t, ngx_uint_t, NGX_CONF_FLAG, NGX_CONF_TAKE1,
-    NGX_ERROR, NGX_HTTP_BAD_REQUEST, NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_INTERNAL_SERVER_ERROR,
-    NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MODULE,
-    NGX_HTTP_NOT_ALLOWED, NGX_HTTP_NOT_FOUND, NGX_HTTP_OK, NGX_HTTP_SRV_CONF, NGX_LOG_ERR,
-    NGX_LOG_INFO, NGX_OK,
+    ngx_pool_cleanup_file_t, ngx_shm_zone_t, ngx_str_t, ngx_uint_t, NGX_CONF_FLAG, NGX_CONF_NOARGS,
+    NGX_CONF_TAKE1, NGX_ERROR, NGX_HTTP_BAD_REQUEST, NGX_HTTP_GET, NGX_HTTP_HEAD,
+    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
+    NGX_HTTP_MAIN_CONF, NGX_HTTP_MODULE, NGX_HTTP_NOT_ALLOWED, NGX_HTTP_NOT_FOUND, NGX_HTTP_OK,
+    NGX_HTTP_SRV_CONF, NGX_LOG_ERR, NGX_LOG_INFO, NGX_OK,
 };
 use ngx::ngx_log_error;
 
 use super::stream::zone_add;
+use super::wait::{self, Want};
 use super::zone::Zone;
 use super::{conf_ok, now_ms, NGX_CONF_ERROR, NGX_CONF_UNSET};
-use crate::playlist;
+use crate::playlist::{self, Blocking, MediaRequest};
 use crate::store::index::StreamIndex;
 use crate::store::names::{self, MediaFile};
 
 #[repr(C)]
 pub struct LocConf {
     enable: ngx_flag_t,
+    streams: ngx_flag_t,
+    low_latency: ngx_flag_t,
     zone_name: ngx_str_t,
     zone: *mut ngx_shm_zone_t,
 }
 
-static mut COMMANDS: [ngx_command_t; 3] = [
+static mut COMMANDS: [ngx_command_t; 5] = [
+    ngx_command_t {
+        name: ngx::ngx_string!("hls_live_streams"),
+        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS) as ngx_uint_t,
+        set: Some(set_hls_live_streams),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
     ngx_command_t {
         name: ngx::ngx_string!("hls_live"),
         type_: (NGX_HTTP_LOC_CONF | NGX_CONF_FLAG) as ngx_uint_t,
         set: Some(set_hls_live),
         conf: NGX_HTTP_LOC_CONF_OFFSET,
         offset: core::mem::offset_of!(LocConf, enable),
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx::ngx_string!("hls_live_low_latency"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_FLAG)
+            as ngx_uint_t,
+        set: Some(ngx_conf_set_flag_slot),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: core::mem::offset_of!(LocConf, low_latency),
         post: ptr::null_mut(),
     },
     ngx_command_t {
@@ -87,6 +107,7 @@ unsafe extern "C" fn create_loc_conf(cf: *mut ngx_conf_t) -> *mut c_void {
         return ptr::null_mut();
     }
     (*conf).enable = NGX_CONF_UNSET as ngx_flag_t;
+    (*conf).low_latency = NGX_CONF_UNSET as ngx_flag_t;
     conf.cast()
 }
 
@@ -104,6 +125,13 @@ unsafe extern "C" fn merge_loc_conf(
             prev.enable
         };
     }
+    if conf.low_latency == NGX_CONF_UNSET as ngx_flag_t {
+        conf.low_latency = if prev.low_latency == NGX_CONF_UNSET as ngx_flag_t {
+            1
+        } else {
+            prev.low_latency
+        };
+    }
     if conf.zone_name.data.is_null() {
         conf.zone_name = if prev.zone_name.data.is_null() {
             ngx::ngx_string!("live")
@@ -111,7 +139,7 @@ unsafe extern "C" fn merge_loc_conf(
             prev.zone_name
         };
     }
-    if conf.enable == 1 {
+    if conf.enable == 1 || conf.streams == 1 {
         let mut name = conf.zone_name;
         conf.zone = zone_add(cf, &mut name, 0);
         if conf.zone.is_null() {
@@ -139,10 +167,54 @@ unsafe extern "C" fn set_hls_live(
     conf_ok()
 }
 
+unsafe extern "C" fn set_hls_live_streams(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    let conf = &mut *(conf as *mut LocConf);
+    if conf.streams == 1 {
+        return c"is duplicate".as_ptr().cast_mut();
+    }
+    conf.streams = 1;
+    let ctx = (*cf).ctx as *mut ngx_http_conf_ctx_t;
+    let clcf =
+        *(*ctx).loc_conf.add(ngx_http_core_module.ctx_index) as *mut ngx_http_core_loc_conf_t;
+    (*clcf).handler = Some(streams_handler);
+    conf_ok()
+}
+
+/// `hls_live_streams;` — the JSON list of the zone's streams.
+unsafe extern "C" fn streams_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    let run = || {
+        if (*r).method & (NGX_HTTP_GET | NGX_HTTP_HEAD) as ngx_uint_t == 0 {
+            return NGX_HTTP_NOT_ALLOWED as ngx_int_t;
+        }
+        let rc = ngx_http_discard_request_body(r);
+        if rc != NGX_OK as ngx_int_t {
+            return rc;
+        }
+        let conf = &*(*(*r).loc_conf.add(ngx_http_vid_module.ctx_index) as *const LocConf);
+        let mut list = Zone(conf.zone)
+            .with_table(|t| {
+                t.iter()
+                    .filter_map(playlist::StreamSummary::of)
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        let body = playlist::streams_json(&mut list);
+        send_text(r, playlist::JSON_MIME, body.as_bytes(), 1)
+    };
+    match catch_unwind(AssertUnwindSafe(run)) {
+        Ok(rc) => rc,
+        Err(_) => NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
+    }
+}
+
 thread_local! {
     /// One snapshot buffer per worker: the index is copied here under the zone lock and
     /// rendered after the lock is released.
-    static SNAPSHOT: RefCell<Box<StreamIndex>> = RefCell::new(Box::new(StreamIndex::EMPTY));
+    static SNAPSHOT: RefCell<Box<StreamIndex>> = RefCell::new(Box::new(StreamIndex::ZERO));
 }
 
 unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
@@ -176,71 +248,136 @@ unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
     let Some(media) = MediaFile::parse(file) else {
         return NGX_HTTP_NOT_FOUND as ngx_int_t;
     };
+    let low_latency = conf.low_latency == 1;
     match media {
-        MediaFile::MediaPlaylist | MediaFile::MultivariantPlaylist => {
-            let args = String::from_utf8_lossy((*r).args.as_bytes()).into_owned();
+        MediaFile::MediaPlaylist => {
+            let req = if low_latency {
+                match playlist::parse_query(&String::from_utf8_lossy((*r).args.as_bytes())) {
+                    Ok(req) => req,
+                    Err(e) => {
+                        ngx_log_error!(
+                            NGX_LOG_INFO,
+                            (*(*r).connection).log,
+                            "hls_live: bad playlist request: {}",
+                            e
+                        );
+                        return NGX_HTTP_BAD_REQUEST as ngx_int_t;
+                    }
+                }
+            } else {
+                // Without LL-HLS nothing is advertised, so _HLS_* parameters are ignored.
+                MediaRequest::default()
+            };
             SNAPSHOT.with(|snap| {
                 let mut snap = snap.borrow_mut();
                 if !zone.snapshot(key, &mut snap) {
                     return NGX_HTTP_NOT_FOUND as ngx_int_t;
                 }
-                serve_playlist(r, &snap, media, &args)
+                let idx: &StreamIndex = &snap;
+                match playlist::blocking_state(idx, &req) {
+                    Blocking::BadRequest(why) => {
+                        ngx_log_error!(
+                            NGX_LOG_INFO,
+                            (*(*r).connection).log,
+                            "hls_live: bad playlist request: {}",
+                            why
+                        );
+                        NGX_HTTP_BAD_REQUEST as ngx_int_t
+                    }
+                    Blocking::Ready if idx.target_duration_decided() => {
+                        send_media_playlist(r, idx, &req, low_latency)
+                    }
+                    // Blocking requests wait (also for the first segment); plain ones get 404
+                    // until the first segment has decided the target duration.
+                    _ if req.msn.is_some() => {
+                        let deadline = now_ms() + hold_limit_ms(idx);
+                        wait::hold(
+                            r,
+                            zone,
+                            key,
+                            Want::Playlist(req),
+                            deadline,
+                            idx.generation(),
+                        )
+                    }
+                    _ => NGX_HTTP_NOT_FOUND as ngx_int_t,
+                }
             })
         }
+        MediaFile::MultivariantPlaylist => SNAPSHOT.with(|snap| {
+            let mut snap = snap.borrow_mut();
+            if !zone.snapshot(key, &mut snap) || !snap.target_duration_decided() {
+                return NGX_HTTP_NOT_FOUND as ngx_int_t;
+            }
+            let body = playlist::multivariant_playlist(&snap, "index.m3u8");
+            send_text(
+                r,
+                PLAYLIST_TYPE,
+                body.as_bytes(),
+                playlist::max_age(&snap, false),
+            )
+        }),
         _ => {
-            let found =
-                zone.with_table(|t| t.find(key).map(|i| (i.dir().to_owned(), i.has_video())));
-            let Some(Some((dir, has_video))) = found else {
+            let found = zone.with_stream(key, |i| {
+                let hinted = match media {
+                    MediaFile::Part { msn, part } if low_latency => {
+                        i.part(msn, part).is_none() && i.next_part() == Some((msn, part))
+                    }
+                    _ => false,
+                };
+                (
+                    i.dir().to_owned(),
+                    i.has_video(),
+                    hinted,
+                    hold_limit_ms(i),
+                    i.generation(),
+                )
+            });
+            let Some((dir, has_video, hinted, limit, generation)) = found else {
                 return NGX_HTTP_NOT_FOUND as ngx_int_t;
             };
             let ct: &'static str = if has_video { "video/mp4" } else { "audio/mp4" };
-            send_file(r, &format!("{dir}/{file}"), ct)
+            let path = format!("{dir}/{file}");
+            match media {
+                // The preload-hinted part: hold the GET until the whole part exists.
+                MediaFile::Part { msn, part } if hinted => {
+                    let want = Want::Part {
+                        msn,
+                        part,
+                        path,
+                        content_type: ct,
+                    };
+                    wait::hold(r, zone, key, want, now_ms() + limit, generation)
+                }
+                _ => send_file(r, &path, ct),
+            }
         }
     }
 }
 
-unsafe fn serve_playlist(
+const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
+
+/// How long a request may be held: 3 × target duration (then 503).
+fn hold_limit_ms(idx: &StreamIndex) -> i64 {
+    3 * 1000 * idx.target_duration().max(1) as i64
+}
+
+/// Render and send the media playlist of `idx` for `req`.
+pub(super) unsafe fn send_media_playlist(
     r: *mut ngx_http_request_t,
     idx: &StreamIndex,
-    media: MediaFile,
-    args: &str,
+    req: &MediaRequest,
+    low_latency: bool,
 ) -> ngx_int_t {
-    let now = now_ms();
-    let (body, max_age) = match media {
-        MediaFile::MultivariantPlaylist => match playlist::multivariant_playlist(idx, "index.m3u8")
-        {
-            Some(body) => (body, playlist::max_age(idx, false)),
-            None => return NGX_HTTP_NOT_FOUND as ngx_int_t,
-        },
-        _ => {
-            let req = match playlist::parse_query(args) {
-                Ok(req) => req,
-                Err(e) => {
-                    ngx_log_error!(
-                        NGX_LOG_INFO,
-                        (*(*r).connection).log,
-                        "hls_live: bad playlist request: {}",
-                        e
-                    );
-                    return NGX_HTTP_BAD_REQUEST as ngx_int_t;
-                }
-            };
-            let opts = playlist::RenderOptions { low_latency: false };
-            let req = if opts.low_latency {
-                req
-            } else {
-                playlist::MediaRequest::default()
-            };
-            if !idx.has_segments() {
-                return NGX_HTTP_NOT_FOUND as ngx_int_t;
-            }
-            (
-                playlist::media_playlist(idx, &req, &opts, now),
-                playlist::max_age(idx, false),
-            )
-        }
-    };
-    send_text(r, "application/vnd.apple.mpegurl", body.as_bytes(), max_age)
+    let opts = playlist::RenderOptions { low_latency };
+    let body = playlist::media_playlist(idx, req, &opts, now_ms());
+    let blocking = req.msn.is_some() && idx.state() == crate::store::StreamState::Live;
+    send_text(
+        r,
+        PLAYLIST_TYPE,
+        body.as_bytes(),
+        playlist::max_age(idx, blocking),
+    )
 }
 
 unsafe fn set_cache_control(r: *mut ngx_http_request_t, max_age: u32) {
@@ -290,7 +427,7 @@ unsafe fn set_content_type(r: *mut ngx_http_request_t, ct: &'static str) {
     (*r).headers_out.content_type_lowcase = ptr::null_mut();
 }
 
-unsafe fn send_file(
+pub(super) unsafe fn send_file(
     r: *mut ngx_http_request_t,
     path: &str,
     content_type: &'static str,

@@ -9,6 +9,7 @@
 mod http;
 mod stream;
 mod sweeper;
+mod wait;
 mod zone;
 
 use core::ffi::c_char;
@@ -18,7 +19,26 @@ use nginx_sys::{ngx_msec_t, ngx_uint_t};
 pub use http::ngx_http_vid_module;
 pub use stream::ngx_stream_vid_module;
 
-ngx::ngx_modules!(ngx_stream_vid_module, ngx_http_vid_module);
+// The module table nginx reads from a dynamic module: our two modules, in order.
+#[no_mangle]
+#[allow(non_upper_case_globals)]
+pub static mut ngx_modules: [*const nginx_sys::ngx_module_t; 3] = [
+    &raw const ngx_stream_vid_module,
+    &raw const ngx_http_vid_module,
+    core::ptr::null(),
+];
+
+#[no_mangle]
+#[allow(non_upper_case_globals)]
+pub static mut ngx_module_names: [*const c_char; 3] = [
+    c"ngx_stream_vid_module".as_ptr(),
+    c"ngx_http_vid_module".as_ptr(),
+    core::ptr::null(),
+];
+
+#[no_mangle]
+#[allow(non_upper_case_globals)]
+pub static mut ngx_module_order: [*const c_char; 1] = [core::ptr::null()];
 
 pub(crate) const NGX_CONF_ERROR: *mut c_char = usize::MAX as *mut c_char;
 pub(crate) const NGX_CONF_UNSET: isize = -1;

@@ -11,15 +11,14 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use nginx_sys::{
     ngx_command_t, ngx_conf_full_name, ngx_conf_set_msec_slot, ngx_conf_set_num_slot,
-    ngx_conf_set_size_slot, ngx_conf_set_str_slot, ngx_conf_t, ngx_connection_t, ngx_cycle_t,
-    ngx_event_t, ngx_handle_read_event, ngx_handle_write_event, ngx_int_t, ngx_module_t,
-    ngx_msec_t, ngx_parse_size, ngx_pcalloc, ngx_pool_cleanup_add, ngx_shared_memory_add,
-    ngx_shm_zone_t, ngx_str_t, ngx_stream_conf_ctx_t, ngx_stream_core_module,
-    ngx_stream_core_srv_conf_t, ngx_stream_finalize_session, ngx_stream_module_t,
-    ngx_stream_session_t, ngx_uint_t, NGX_AGAIN, NGX_CONF_TAKE1, NGX_CONF_TAKE2, NGX_ERROR,
-    NGX_LOG_EMERG, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_OK,
-    NGX_STREAM_INTERNAL_SERVER_ERROR, NGX_STREAM_MAIN_CONF, NGX_STREAM_MODULE, NGX_STREAM_OK,
-    NGX_STREAM_SRV_CONF, NGX_STREAM_SRV_CONF_OFFSET,
+    ngx_conf_set_size_slot, ngx_conf_set_str_slot, ngx_conf_t, ngx_connection_t, ngx_event_t,
+    ngx_handle_read_event, ngx_handle_write_event, ngx_int_t, ngx_module_t, ngx_msec_t,
+    ngx_parse_size, ngx_pcalloc, ngx_pool_cleanup_add, ngx_shared_memory_add, ngx_shm_zone_t,
+    ngx_str_t, ngx_stream_conf_ctx_t, ngx_stream_core_module, ngx_stream_core_srv_conf_t,
+    ngx_stream_finalize_session, ngx_stream_module_t, ngx_stream_session_t, ngx_uint_t, NGX_AGAIN,
+    NGX_CONF_TAKE1, NGX_CONF_TAKE2, NGX_ERROR, NGX_LOG_EMERG, NGX_LOG_ERR, NGX_LOG_INFO,
+    NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_OK, NGX_STREAM_INTERNAL_SERVER_ERROR, NGX_STREAM_MAIN_CONF,
+    NGX_STREAM_MODULE, NGX_STREAM_OK, NGX_STREAM_SRV_CONF, NGX_STREAM_SRV_CONF_OFFSET,
 };
 use ngx::{ngx_conf_log_error, ngx_log_error};
 

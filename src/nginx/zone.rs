@@ -13,7 +13,10 @@ use nginx_sys::{
     NGX_ERROR, NGX_LOG_EMERG, NGX_LOG_NOTICE, NGX_OK,
 };
 
-use crate::store::index::{StreamIndex, Table};
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use crate::store::{StreamIndex, StreamState, Table};
 
 const MAGIC: u64 = 0x7669_645f_7a6f_6e65; // "vid_zone"
 
@@ -28,7 +31,7 @@ struct Header {
 /// `ngx_shm_zone_t.init` for vid zones.
 pub unsafe extern "C" fn init(shm_zone: *mut ngx_shm_zone_t, data: *mut c_void) -> ngx_int_t {
     let zone = &mut *shm_zone;
-    let log = (*ngx::core::ngx_cycle_log_ptr()).cast_mut();
+    let log = ngx::log::ngx_cycle_log().as_ptr();
     if !data.is_null() {
         let old = data as *mut Header;
         if (*old).magic == MAGIC && (*old).index_size == mem::size_of::<StreamIndex>() {
@@ -43,6 +46,8 @@ pub unsafe extern "C" fn init(shm_zone: *mut ngx_shm_zone_t, data: *mut c_void) 
     }
     let mut n = zone.shm.size / mem::size_of::<StreamIndex>();
     let mut slots = ptr::null_mut();
+    // Find the largest table that fits; failed tries are expected, not worth a log line.
+    (*sp).set_log_nomem(0);
     while n > 0 {
         slots = ngx_slab_calloc(sp, n * mem::size_of::<StreamIndex>()) as *mut StreamIndex;
         if !slots.is_null() {
@@ -50,6 +55,7 @@ pub unsafe extern "C" fn init(shm_zone: *mut ngx_shm_zone_t, data: *mut c_void) 
         }
         n = n * 15 / 16;
     }
+    (*sp).set_log_nomem(1);
     if slots.is_null() {
         ngx::ngx_log_error!(
             NGX_LOG_EMERG,
@@ -79,7 +85,7 @@ pub unsafe extern "C" fn init(shm_zone: *mut ngx_shm_zone_t, data: *mut c_void) 
 }
 
 fn zone_name(zone: &ngx_shm_zone_t) -> &str {
-    core::str::from_utf8(unsafe { zone.shm.name.as_bytes() }).unwrap_or("?")
+    core::str::from_utf8(zone.shm.name.as_bytes()).unwrap_or("?")
 }
 
 /// A handle on one vid zone in this worker.
@@ -109,21 +115,69 @@ impl Zone {
         }
     }
 
-    /// Copy one stream's index out of the zone.
-    pub fn snapshot(&self, key: &str, out: &mut StreamIndex) -> bool {
-        self.with_table(|t| match t.find(key) {
-            Some(idx) => {
-                *out = *idx;
-                true
-            }
-            None => false,
+    /// Run `f` on the slot of `key` with the zone locked. Each worker remembers where a
+    /// key's slot is, so a lookup is one key comparison instead of a table scan.
+    pub fn with_stream<R>(&self, key: &str, f: impl FnOnce(&mut StreamIndex) -> R) -> Option<R> {
+        let zone = self.0 as usize;
+        let cached = SLOTS.with(|c| c.borrow().get(&(zone, key.to_owned())).copied());
+        self.with_table(|t| {
+            let slot = match cached.filter(|&i| {
+                t.slot(i)
+                    .is_some_and(|s| s.state() != StreamState::Free && s.key() == key)
+            }) {
+                Some(i) => i,
+                None => {
+                    let i = t.find_slot(key)?;
+                    SLOTS.with(|c| {
+                        let mut c = c.borrow_mut();
+                        if c.len() > 4096 {
+                            c.clear();
+                        }
+                        c.insert((zone, key.to_owned()), i);
+                    });
+                    i
+                }
+            };
+            t.slot_mut(slot).map(f)
         })
-        .unwrap_or(false)
+        .flatten()
     }
 
-    pub fn name(&self) -> &str {
-        unsafe { self.0.as_ref().map(zone_name).unwrap_or("?") }
+    /// Copy one stream's index out of the zone.
+    pub fn snapshot(&self, key: &str, out: &mut StreamIndex) -> bool {
+        self.with_stream(key, |idx| *out = *idx).is_some()
     }
+
+    /// Copy one stream's index out of the zone if its generation differs from `seen`.
+    pub fn snapshot_if_changed(
+        &self,
+        key: &str,
+        seen: Option<u64>,
+        out: &mut StreamIndex,
+    ) -> Lookup {
+        self.with_stream(key, |idx| {
+            let g = idx.generation();
+            if seen == Some(g) {
+                Lookup::Unchanged
+            } else {
+                *out = *idx;
+                Lookup::Changed(g)
+            }
+        })
+        .unwrap_or(Lookup::Missing)
+    }
+}
+
+/// Result of [`Zone::snapshot_if_changed`].
+pub enum Lookup {
+    Missing,
+    Unchanged,
+    Changed(u64),
+}
+
+thread_local! {
+    /// (zone, key) → slot index, verified under the lock on every use.
+    static SLOTS: RefCell<HashMap<(usize, String), usize>> = RefCell::new(HashMap::new());
 }
 
 impl crate::ingest::SharedIndex for Zone {

@@ -15,7 +15,7 @@ pub fn valid_key(key: &str) -> bool {
 }
 
 /// A resource of one stream, as named in a URI's last component.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum MediaFile {
     MediaPlaylist,
     MultivariantPlaylist,
