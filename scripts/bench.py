@@ -12,8 +12,10 @@ window, with the same number of workers:
 Measured, per server, median over --repeat runs:
   1. for N publishers (`ffmpeg -re -stream_loop -1 -c copy`), over a window of --seconds
      once every stream has its first playlist: server CPU seconds (user + system time of
-     the master and all its children) per stream-minute, and the largest worker VmRSS;
-  2. with one publisher live: playlist requests/s under `wrk -t2 -c64`.
+     the master and all its children) per stream-minute, and the largest worker VmRSS
+     (also without shared memory, since vid's index zone is mapped into every worker);
+  2. with one publisher live on each server, once the playlists hold a full window:
+     playlist requests/s under `wrk -t2 -c64`, the servers' runs interleaved.
 
 Prints a table with the medians, the vid/peer ratios and their targets (CPU per stream
 <= 1.0, playlist req/s >= 0.9), and the command line. The targets are reported, not
@@ -175,15 +177,19 @@ def read_stat(pid):
     return {"ppid": int(fields[1]), "ticks": int(fields[11]) + int(fields[12])}
 
 
-def vm_rss_kib(pid):
+def memory_kib(pid):
+    """(VmRSS, RssShmem) of pid in KiB. VmRSS counts the shared-memory pages the process
+    has touched (for vid: its hls_live_zone), so the figure without it is reported too."""
+    found = {}
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
+                key, _, value = line.partition(":")
+                if key in ("VmRSS", "RssShmem"):
+                    found[key] = int(value.split()[0])
+    except (OSError, ValueError, IndexError):
         pass
-    return 0
+    return found.get("VmRSS", 0), found.get("RssShmem", 0)
 
 
 def cmdline(pid):
@@ -377,7 +383,8 @@ def wait_for_playlists(server, procs):
 @dataclass
 class LoadResult:
     cpu_per_stream_minute: float  # CPU seconds per stream-minute
-    max_worker_rss_mib: float
+    max_worker_rss_mib: float  # VmRSS of the worker with the most
+    private_of_max_rss_mib: float  # ... less shared memory (VmRSS - RssShmem)
 
 
 def measure_load(server, count, seconds, input_path, workdir):
@@ -385,9 +392,9 @@ def measure_load(server, count, seconds, input_path, workdir):
         wait_for_playlists(server, procs)
         pids = server.pids()
         start_cpu, start = cpu_times(pids), time.monotonic()
-        max_rss = 0
+        max_rss = (0, 0)
         while True:
-            max_rss = max([max_rss] + [vm_rss_kib(p) for p in server.worker_pids()])
+            max_rss = max([max_rss] + [memory_kib(p) for p in server.worker_pids()])
             left = seconds - (time.monotonic() - start)
             if left <= 0:
                 break
@@ -398,7 +405,8 @@ def measure_load(server, count, seconds, input_path, workdir):
         if set(end_cpu) != set(start_cpu):
             raise BenchError(f"{server.name}: a server process exited during the window")
     cpu = sum(end_cpu[p] - start_cpu[p] for p in end_cpu)
-    return LoadResult(cpu / (count * elapsed / 60.0), max_rss / 1024.0)
+    rss, shmem = max_rss
+    return LoadResult(cpu / (count * elapsed / 60.0), rss / 1024.0, (rss - shmem) / 1024.0)
 
 
 @dataclass
@@ -543,33 +551,31 @@ class Results:
 def report(res, args, env_lines, input_line):
     names = res.names
     both = names == ["vid", "peer"]
-    rows = []  # (metric, vid, peer, ratio, target)
+    rows = []
+
+    def add(label, results, attr, spec, target=""):
+        """One table row: the median of attr over results[name] per server, the ratio."""
+        values = {s: median([getattr(r, attr) for r in results.get(s, [])]) for s in names}
+        row = [label] + [fmt(values[s], spec) for s in names]
+        if both:
+            row += [fmt(ratio(values["vid"], values["peer"]), ".2f"), target]
+        rows.append(row)
 
     for n in args.publishers:
-        cpu = {s: median([r.cpu_per_stream_minute for r in res.load.get((s, n), [])])
-               for s in names}
-        rss = {s: median([r.max_worker_rss_mib for r in res.load.get((s, n), [])])
-               for s in names}
+        load = {s: res.load.get((s, n), []) for s in names}
         label = f"{n} publisher{'s' if n > 1 else ''}"
-        rows.append((f"CPU s / stream-min, {label}", *[fmt(cpu[s], ".4f") for s in names],
-                     *([fmt(ratio(cpu["vid"], cpu["peer"]), ".2f"), "<= 1.0"] if both else [])))
-        rows.append((f"max worker RSS MiB, {label}", *[fmt(rss[s], ".1f") for s in names],
-                     *([fmt(ratio(rss["vid"], rss["peer"]), ".2f"), ""] if both else [])))
+        add(f"CPU s / stream-min, {label}", load, "cpu_per_stream_minute", ".4f", "<= 1.0")
+        add(f"max worker RSS MiB, {label}", load, "max_worker_rss_mib", ".1f")
+        add("  without shared memory MiB", load, "private_of_max_rss_mib", ".1f")
+    add("playlist req/s, 1 publisher", res.wrk, "requests_per_second", ".0f", ">= 0.9")
+    add("playlist size, bytes", res.wrk, "playlist_bytes", ".0f")
 
-    rps = {s: median([r.requests_per_second for r in res.wrk.get(s, [])]) for s in names}
-    size = {s: median([r.playlist_bytes for r in res.wrk.get(s, [])]) for s in names}
-    rows.append(("playlist req/s, 1 publisher", *[fmt(rps[s], ".0f") for s in names],
-                 *([fmt(ratio(rps["vid"], rps["peer"]), ".2f"), ">= 0.9"] if both else [])))
-    rows.append(("playlist size, bytes", *[fmt(size[s], ".0f") for s in names],
-                 *([fmt(ratio(size["vid"], size["peer"]), ".2f"), ""] if both else [])))
-
-    header = ("metric (median)", *names, *(["vid/peer", "target"] if both else []))
-    widths = [max(len(str(row[i])) for row in [header] + rows) for i in range(len(header))]
+    header = ["metric (median)", *names, *(["vid/peer", "target"] if both else [])]
+    widths = [max(len(row[i]) for row in [header] + rows) for i in range(len(header))]
 
     def line(row):
-        cells = [str(row[0]).ljust(widths[0])]
-        cells += [str(c).rjust(w) for c, w in zip(row[1:], widths[1:])]
-        return "  ".join(cells)
+        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]
+        return "  ".join(cells).rstrip()
 
     print()
     print(f"vid vs nginx-rtmp-module: {args.repeat} repeat(s), {args.seconds:g} s windows, "
@@ -658,7 +664,8 @@ def run(args):
                     res.load.setdefault((name, n), []).append(got)
                     log(f"{name:4} N={n:<3} run {r + 1}/{args.repeat}: "
                         f"{got.cpu_per_stream_minute:.4f} CPU s/stream-min, "
-                        f"worker RSS {got.max_worker_rss_mib:.1f} MiB")
+                        f"worker RSS {got.max_worker_rss_mib:.1f} MiB "
+                        f"({got.private_of_max_rss_mib:.1f} without shared memory)")
         res.wrk = measure_playlists([SERVERS[name](name, args.workers) for name in args.servers],
                                     input_path, workdir, args)
         ok = True
