@@ -2,7 +2,8 @@
 # Renders nginx-conf/vid.conf for a local prefix:
 #   scripts/render-conf.sh PREFIX [RTMP_PORT] [HTTP_PORT] [WORKERS] > PREFIX/conf/nginx.conf
 # Rewrites the module path, the media path, the ports and worker_processes; the
-# environment variables HLS_SEGMENT, HLS_PART and HLS_WINDOW override those directives.
+# environment variables HLS_SEGMENT, HLS_PART, HLS_WINDOW and HLS_TS override those
+# directives.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 prefix=$1; rtmp=${2:-1935}; http=${3:-8080}; workers=${4:-auto}
@@ -15,4 +16,5 @@ sed -e "s#load_module modules/libvid.so;#load_module $root/build/modules/libvid.
     -e "s#hls_live_segment 2s;#hls_live_segment ${HLS_SEGMENT:-2s};#" \
     -e "s#hls_live_part 200ms;#hls_live_part ${HLS_PART:-200ms};#" \
     -e "s#hls_live_window 12;#hls_live_window ${HLS_WINDOW:-12};#" \
+    -e "s#hls_live_ts off; #hls_live_ts ${HLS_TS:-off}; #" \
     "$root/nginx-conf/vid.conf"

@@ -75,7 +75,8 @@ def http(url, method="GET", headers=None, timeout=10):
 class Vid:
     """One nginx+vid origin."""
 
-    def __init__(self, workers=1, segment="1s", part="200ms", window=6, extra_env=None, stream_extra=""):
+    def __init__(self, workers=1, segment="1s", part="200ms", window=6, extra_env=None, stream_extra="",
+                 ts=False):
         """stream_extra: directives inserted into the RTMP server block of stream{}
         (e.g. "rtmp_live_timeout 3s;")."""
         self.prefix = Path(tempfile.mkdtemp(prefix="vid-test-"))
@@ -86,7 +87,7 @@ class Vid:
         self.rtmp_port = free_port()
         self.http_port = free_port()
         self.workers = workers
-        env = dict(os.environ, HLS_SEGMENT=segment, HLS_PART=part, HLS_WINDOW=str(window))
+        env = dict(os.environ, HLS_SEGMENT=segment, HLS_PART=part, HLS_WINDOW=str(window), HLS_TS="on" if ts else "off")
         conf = subprocess.run(
             [str(ROOT / "scripts" / "render-conf.sh"), str(self.prefix), str(self.rtmp_port), str(self.http_port), str(workers)],
             check=True, capture_output=True, text=True, env=env,

@@ -37,7 +37,7 @@ def same_snapshot(vid, key):
 
 
 def test_ts_rendition_h264_aac(vid_factory, tmp_path):
-    vid = vid_factory(segment="1s", window=10)
+    vid = vid_factory(segment="1s", window=10, ts=True)
     pub = publish(vid.rtmp_url("legacy"), seconds=12, bframes=2)
     try:
         wait_ts(vid, "legacy", 4)
@@ -124,7 +124,7 @@ def test_ts_rendition_h264_aac(vid_factory, tmp_path):
 
 def test_hevc_has_no_ts_rendition(vid_factory):
     ffmpeg = modern_ffmpeg()
-    vid = vid_factory(segment="1s")
+    vid = vid_factory(segment="1s", ts=True)
     pub = publish(vid.rtmp_url("hevc"), seconds=10, ffmpeg=ffmpeg, vcodec="libx265",
                   extra=["-x265-params", "log-level=error"])
     try:
@@ -150,7 +150,7 @@ def test_hevc_has_no_ts_rendition(vid_factory):
 def test_ts_directives(tmp_path):
     from conftest import Vid
 
-    v = Vid()
+    v = Vid(ts=True)
     try:
         conf = v.prefix / "conf" / "nginx.conf"
         good = conf.read_text()

@@ -10,9 +10,11 @@
 use core::ffi::{c_char, c_void};
 use core::ptr;
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::os::fd::IntoRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
 
 use nginx_sys::{
     ngx_buf_t, ngx_chain_t, ngx_command_t, ngx_conf_enum_t, ngx_conf_set_enum_slot,
@@ -440,18 +442,60 @@ pub(super) unsafe fn send_media_playlist(
     low_latency: bool,
     format: Format,
 ) -> ngx_int_t {
-    let opts = playlist::RenderOptions {
-        low_latency,
-        format,
-    };
-    let body = playlist::media_playlist(idx, req, &opts, now_ms());
     let blocking = req.msn.is_some() && idx.state() == crate::store::StreamState::Live;
-    send_text(
-        r,
-        PLAYLIST_TYPE,
-        body.as_bytes(),
-        playlist::max_age(idx, blocking),
-    )
+    let max_age = playlist::max_age(idx, blocking);
+    let key = RenderKey::new(idx.key(), low_latency, format, req.skip);
+    let body = RENDERED.with(|c| {
+        let mut c = c.borrow_mut();
+        let version = (idx.claimed_ms(), idx.publish_id(), idx.generation());
+        if let Some((v, body)) = c.get(&key) {
+            if *v == version {
+                return body.clone();
+            }
+        }
+        let opts = playlist::RenderOptions {
+            low_latency,
+            format,
+        };
+        let body: Rc<[u8]> = playlist::media_playlist(idx, req, &opts, now_ms())
+            .into_bytes()
+            .into();
+        if c.len() >= MAX_RENDERED {
+            c.clear();
+        }
+        c.insert(key, (version, body.clone()));
+        body
+    });
+    send_text(r, PLAYLIST_TYPE, &body, max_age)
+}
+
+/// What a rendered media playlist depends on besides the index.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct RenderKey {
+    key: String,
+    low_latency: bool,
+    ts: bool,
+    skip: bool,
+}
+
+impl RenderKey {
+    fn new(key: &str, low_latency: bool, format: Format, skip: playlist::Skip) -> Self {
+        RenderKey {
+            key: key.to_owned(),
+            low_latency,
+            ts: format == Format::Ts,
+            skip: skip != playlist::Skip::No,
+        }
+    }
+}
+
+/// Rendered playlists kept per worker (one per stream and variant of the request).
+const MAX_RENDERED: usize = 4096;
+
+thread_local! {
+    /// The last rendering of each playlist, by (claim time, publish id, index generation): every
+    /// request between two index changes is answered with the same bytes, rendered once.
+    static RENDERED: RefCell<HashMap<RenderKey, ((i64, u64, u64), Rc<[u8]>)>> = RefCell::new(HashMap::new());
 }
 
 /// An error status whose response may be cached for `max_age` seconds.

@@ -67,9 +67,8 @@ unsafe fn sweep(ev: *mut ngx_event_t) {
             continue;
         }
         let zone = Zone(z);
-        let dirs = zone
-            .with_table(|t| t.sweep(now, STALE_MS))
-            .unwrap_or_default();
+        // Workers tick out of step; whichever comes first does the zone's sweep.
+        let dirs = zone.sweep(now, INTERVAL_MS as i64 - 50, STALE_MS);
         for dir in dirs {
             if let Err(e) = crate::store::files::remove_stream_dir(std::path::Path::new(&dir)) {
                 ngx_log_error!(

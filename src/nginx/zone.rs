@@ -26,6 +26,9 @@ struct Header {
     index_size: usize,
     nslots: usize,
     slots: *mut StreamIndex,
+    /// When some worker last swept the table: one sweep per interval per zone, whatever
+    /// the number of workers.
+    last_sweep_ms: i64,
 }
 
 /// `ngx_shm_zone_t.init` for vid zones.
@@ -71,6 +74,7 @@ pub unsafe extern "C" fn init(shm_zone: *mut ngx_shm_zone_t, data: *mut c_void) 
         index_size: mem::size_of::<StreamIndex>(),
         nslots: n,
         slots,
+        last_sweep_ms: 0,
     };
     (*sp).data = hdr.cast();
     zone.data = hdr.cast();
@@ -103,15 +107,31 @@ impl Drop for Unlock {
 impl Zone {
     /// Run `f` on the zone's table with the zone locked. `None` if the zone is not ready.
     pub fn with_table<R>(&self, f: impl FnOnce(&mut Table) -> R) -> Option<R> {
+        self.with_header(|_, t| f(t))
+    }
+
+    /// Sweep the table unless another worker did within `interval_ms`.
+    pub fn sweep(&self, now_ms: i64, interval_ms: i64, stale_ms: i64) -> Vec<String> {
+        self.with_header(|last_sweep_ms, t| {
+            if now_ms - *last_sweep_ms < interval_ms {
+                return Vec::new();
+            }
+            *last_sweep_ms = now_ms;
+            t.sweep(now_ms, stale_ms)
+        })
+        .unwrap_or_default()
+    }
+
+    fn with_header<R>(&self, f: impl FnOnce(&mut i64, &mut Table) -> R) -> Option<R> {
         unsafe {
             let zone = self.0.as_ref()?;
-            let hdr = (zone.data as *mut Header).as_ref()?;
+            let hdr = (zone.data as *mut Header).as_mut()?;
             let sp = zone.shm.addr as *mut ngx_slab_pool_t;
             ngx_shmtx_lock(&mut (*sp).mutex);
             let _unlock = Unlock(sp);
             let slots = slice::from_raw_parts_mut(hdr.slots, hdr.nslots);
             let mut table = Table::new(slots);
-            Some(f(&mut table))
+            Some(f(&mut hdr.last_sweep_ms, &mut table))
         }
     }
 
