@@ -11,20 +11,22 @@ use core::ffi::{c_char, c_void};
 use core::ptr;
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::os::fd::IntoRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 
 use nginx_sys::{
-    ngx_buf_t, ngx_chain_t, ngx_command_t, ngx_conf_enum_t, ngx_conf_set_enum_slot,
-    ngx_conf_set_flag_slot, ngx_conf_set_str_slot, ngx_conf_t, ngx_create_temp_buf, ngx_file_t,
-    ngx_flag_t, ngx_http_conf_ctx_t, ngx_http_core_loc_conf_t, ngx_http_core_module,
-    ngx_http_discard_request_body, ngx_http_module_t, ngx_http_output_filter, ngx_http_request_t,
-    ngx_http_send_header, ngx_int_t, ngx_module_t, ngx_pcalloc, ngx_pnalloc, ngx_pool_cleanup_add,
-    ngx_pool_cleanup_file, ngx_pool_cleanup_file_t, ngx_shm_zone_t, ngx_str_t, ngx_uint_t,
-    NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_ERROR, NGX_HTTP_BAD_REQUEST, NGX_HTTP_GET,
-    NGX_HTTP_HEAD, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
+    ngx_array_create, ngx_array_push, ngx_array_t, ngx_buf_t, ngx_chain_t, ngx_command_t,
+    ngx_conf_enum_t, ngx_conf_set_enum_slot, ngx_conf_set_flag_slot, ngx_conf_set_str_slot,
+    ngx_conf_t, ngx_create_temp_buf, ngx_file_t, ngx_flag_t, ngx_http_conf_ctx_t,
+    ngx_http_core_loc_conf_t, ngx_http_core_module, ngx_http_discard_request_body,
+    ngx_http_module_t, ngx_http_output_filter, ngx_http_request_t, ngx_http_send_header, ngx_int_t,
+    ngx_module_t, ngx_pcalloc, ngx_pnalloc, ngx_pool_cleanup_add, ngx_pool_cleanup_file,
+    ngx_pool_cleanup_file_t, ngx_shm_zone_t, ngx_str_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_FLAG,
+    NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_ERROR, NGX_HTTP_BAD_REQUEST, NGX_HTTP_GET, NGX_HTTP_HEAD,
+    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
     NGX_HTTP_MAIN_CONF, NGX_HTTP_MODULE, NGX_HTTP_NOT_ALLOWED, NGX_HTTP_NOT_FOUND, NGX_HTTP_OK,
     NGX_HTTP_SRV_CONF, NGX_LOG_ERR, NGX_LOG_INFO, NGX_OK,
 };
@@ -34,7 +36,7 @@ use super::stream::zone_add;
 use super::wait::{self, Want};
 use super::zone::Zone;
 use super::{conf_ok, now_ms, NGX_CONF_ERROR, NGX_CONF_UNSET, NGX_CONF_UNSET_UINT};
-use crate::playlist::{self, Blocking, Format, MediaRequest};
+use crate::playlist::{self, Blocking, Format, MediaRequest, RenditionReport};
 use crate::store::index::StreamIndex;
 use crate::store::names::{self, MediaFile};
 
@@ -47,6 +49,8 @@ pub struct LocConf {
     format: ngx_uint_t,
     zone_name: ngx_str_t,
     zone: *mut ngx_shm_zone_t,
+    /// `hls_live_variants`: key suffixes of an ABR group (ngx_str_t elements), or null.
+    variants: *mut ngx_array_t,
 }
 
 const FORMAT_FMP4: ngx_uint_t = 0;
@@ -71,7 +75,16 @@ static mut FORMATS: [ngx_conf_enum_t; 3] = [
     },
 ];
 
-static mut COMMANDS: [ngx_command_t; 6] = [
+static mut COMMANDS: [ngx_command_t; 7] = [
+    ngx_command_t {
+        name: ngx::ngx_string!("hls_live_variants"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_1MORE)
+            as ngx_uint_t,
+        set: Some(set_variants),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
     ngx_command_t {
         name: ngx::ngx_string!("hls_live_streams"),
         type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS) as ngx_uint_t,
@@ -178,6 +191,9 @@ unsafe extern "C" fn merge_loc_conf(
             prev.format
         };
     }
+    if conf.variants.is_null() {
+        conf.variants = prev.variants;
+    }
     if conf.zone_name.data.is_null() {
         conf.zone_name = if prev.zone_name.data.is_null() {
             ngx::ngx_string!("live")
@@ -211,6 +227,77 @@ unsafe extern "C" fn set_hls_live(
         (*clcf).handler = Some(handler);
     }
     conf_ok()
+}
+
+unsafe extern "C" fn set_variants(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    let conf = &mut *(conf as *mut LocConf);
+    if !conf.variants.is_null() {
+        return c"is duplicate".as_ptr().cast_mut();
+    }
+    let args = (*(*cf).args).as_slice::<ngx_str_t>();
+    let arr = ngx_array_create((*cf).pool, args.len(), core::mem::size_of::<ngx_str_t>());
+    if arr.is_null() {
+        return NGX_CONF_ERROR;
+    }
+    for a in &args[1..] {
+        let ok = core::str::from_utf8(a.as_bytes())
+            .is_ok_and(|s| !s.is_empty() && s.len() < 32 && names::valid_key(s));
+        if !ok {
+            ngx::ngx_conf_log_error!(
+                nginx_sys::NGX_LOG_EMERG,
+                cf,
+                "invalid variant suffix \"{}\" (allowed: [A-Za-z0-9_-]{{1,31}})",
+                a
+            );
+            return NGX_CONF_ERROR;
+        }
+        let slot = ngx_array_push(arr) as *mut ngx_str_t;
+        if slot.is_null() {
+            return NGX_CONF_ERROR;
+        }
+        *slot = *a;
+    }
+    conf.variants = arr;
+    conf_ok()
+}
+
+/// The ABR group of `key` under `hls_live_variants`: every variant key, in the order
+/// the suffixes are configured. A key that ends in a suffix belongs to the group of
+/// its base (`demo_720` → `demo`); a base key names its own group.
+unsafe fn variant_keys(conf: &LocConf, key: &str) -> Vec<String> {
+    let Some(arr) = conf.variants.as_ref() else {
+        return Vec::new();
+    };
+    let suffixes: Vec<&str> = arr
+        .as_slice::<ngx_str_t>()
+        .iter()
+        .filter_map(|s| core::str::from_utf8(s.as_bytes()).ok())
+        .collect();
+    let base = suffixes
+        .iter()
+        .filter(|s| key.len() > s.len() && key.ends_with(*s))
+        .max_by_key(|s| s.len())
+        .map_or(key, |s| &key[..key.len() - s.len()]);
+    suffixes
+        .iter()
+        .map(|s| format!("{base}{s}"))
+        .filter(|k| names::valid_key(k))
+        .collect()
+}
+
+/// Where the other renditions of `key`'s group stand.
+pub(super) fn rendition_reports(zone: Zone, siblings: &[String]) -> Vec<RenditionReport> {
+    siblings
+        .iter()
+        .filter_map(|k| {
+            zone.with_stream(k, |i| RenditionReport::of(i, format!("../{k}/index.m3u8")))
+                .flatten()
+        })
+        .collect()
 }
 
 unsafe extern "C" fn set_hls_live_streams(
@@ -320,6 +407,15 @@ unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
                 // Without LL-HLS nothing is advertised, so _HLS_* parameters are ignored.
                 MediaRequest::default()
             };
+            // Rendition reports name the other renditions of an ABR group (LL-HLS only).
+            let siblings: Vec<String> = if low_latency {
+                variant_keys(conf, key)
+                    .into_iter()
+                    .filter(|k| k != key)
+                    .collect()
+            } else {
+                Vec::new()
+            };
             SNAPSHOT.with(|snap| {
                 let mut snap = snap.borrow_mut();
                 if !zone.snapshot(key, &mut snap) {
@@ -341,7 +437,8 @@ unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
                         NGX_HTTP_BAD_REQUEST as ngx_int_t
                     }
                     Blocking::Ready if idx.target_duration_decided() => {
-                        send_media_playlist(r, idx, &req, low_latency, format)
+                        let reports = rendition_reports(zone, &siblings);
+                        send_media_playlist(r, idx, &req, low_latency, format, &reports)
                     }
                     // Blocking requests wait (also for the first segment); plain ones get 404
                     // until the first segment has decided the target duration.
@@ -351,7 +448,7 @@ unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
                             r,
                             zone,
                             key,
-                            Want::Playlist(req),
+                            Want::Playlist { req, siblings },
                             deadline,
                             idx.generation(),
                         )
@@ -360,25 +457,54 @@ unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
                 }
             })
         }
-        MediaFile::MultivariantPlaylist => SNAPSHOT.with(|snap| {
-            let mut snap = snap.borrow_mut();
-            if !zone.snapshot(key, &mut snap) || !snap.target_duration_decided() {
-                return NGX_HTTP_NOT_FOUND as ngx_int_t;
-            }
-            let body = match format {
-                Format::Fmp4 => playlist::multivariant_playlist(&snap, "index.m3u8"),
-                Format::Ts if snap.has_ts() => {
-                    playlist::ts_multivariant_playlist(&snap, "index.m3u8")
-                }
-                Format::Ts => return NGX_HTTP_NOT_FOUND as ngx_int_t,
+        MediaFile::MultivariantPlaylist => {
+            // Every rendition of the group that has a playlist to offer; a stream outside
+            // any group is its own single variant.
+            let usable = |i: &StreamIndex| {
+                i.target_duration_decided() && (format == Format::Fmp4 || i.has_ts())
             };
-            send_text(
-                r,
-                PLAYLIST_TYPE,
-                body.as_bytes(),
-                playlist::max_age(&snap, false),
-            )
-        }),
+            let collect = |keys: &[String]| {
+                let mut found: Vec<(String, Box<StreamIndex>)> = Vec::new();
+                for k in keys {
+                    if let Some(Some(idx)) =
+                        zone.with_stream(k, |i| usable(i).then(|| Box::new(*i)))
+                    {
+                        found.push((k.clone(), idx));
+                    }
+                }
+                found
+            };
+            let mut found = collect(&variant_keys(conf, key));
+            if found.is_empty() {
+                found = collect(&[key.to_owned()]);
+            }
+            if found.is_empty() {
+                return error(r, NGX_HTTP_NOT_FOUND, 1);
+            }
+            let single = found.len() == 1 && found[0].0 == key;
+            let uris: Vec<String> = found
+                .iter()
+                .map(|(k, _)| {
+                    if single {
+                        "index.m3u8".to_owned()
+                    } else {
+                        format!("../{k}/index.m3u8")
+                    }
+                })
+                .collect();
+            let variants: Vec<(&StreamIndex, &str)> = found
+                .iter()
+                .zip(&uris)
+                .map(|((_, i), u)| (&**i, u.as_str()))
+                .collect();
+            let body = playlist::variants_playlist(&variants, format == Format::Ts);
+            let max_age = found
+                .iter()
+                .map(|(_, i)| playlist::max_age(i, false))
+                .min()
+                .unwrap_or(1);
+            send_text(r, PLAYLIST_TYPE, body.as_bytes(), max_age)
+        }
         _ => {
             let found = zone.with_stream(key, |i| {
                 let hinted = match media {
@@ -441,13 +567,24 @@ pub(super) unsafe fn send_media_playlist(
     req: &MediaRequest,
     low_latency: bool,
     format: Format,
+    reports: &[RenditionReport],
 ) -> ngx_int_t {
     let blocking = req.msn.is_some() && idx.state() == crate::store::StreamState::Live;
     let max_age = playlist::max_age(idx, blocking);
     let key = RenderKey::new(idx.key(), low_latency, format, req.skip);
+    let live = idx.state() == crate::store::StreamState::Live;
     let body = RENDERED.with(|c| {
         let mut c = c.borrow_mut();
-        let version = (idx.claimed_ms(), idx.publish_id(), idx.generation());
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        if live {
+            reports.hash(&mut h);
+        }
+        let version = (
+            idx.claimed_ms(),
+            idx.publish_id(),
+            idx.generation(),
+            h.finish(),
+        );
         if let Some((v, body)) = c.get(&key) {
             if *v == version {
                 return body.clone();
@@ -457,9 +594,11 @@ pub(super) unsafe fn send_media_playlist(
             low_latency,
             format,
         };
-        let body: Rc<[u8]> = playlist::media_playlist(idx, req, &opts, now_ms())
-            .into_bytes()
-            .into();
+        let mut text = playlist::media_playlist(idx, req, &opts, now_ms());
+        if live {
+            text.push_str(&playlist::rendition_reports(reports));
+        }
+        let body: Rc<[u8]> = text.into_bytes().into();
         if c.len() >= MAX_RENDERED {
             c.clear();
         }
@@ -493,9 +632,10 @@ impl RenderKey {
 const MAX_RENDERED: usize = 4096;
 
 thread_local! {
-    /// The last rendering of each playlist, by (claim time, publish id, index generation): every
+    /// The last rendering of each playlist, by (claim time, publish id, index generation,
+    /// rendition reports): every
     /// request between two index changes is answered with the same bytes, rendered once.
-    static RENDERED: RefCell<HashMap<RenderKey, ((i64, u64, u64), Rc<[u8]>)>> = RefCell::new(HashMap::new());
+    static RENDERED: RefCell<HashMap<RenderKey, ((i64, u64, u64, u64), Rc<[u8]>)>> = RefCell::new(HashMap::new());
 }
 
 /// An error status whose response may be cached for `max_age` seconds.

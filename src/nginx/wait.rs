@@ -27,7 +27,11 @@ pub const TICK_MS: usize = 3;
 
 /// What a held request waits for.
 pub enum Want {
-    Playlist(MediaRequest),
+    /// A blocking playlist reload; `siblings`: the other renditions to report.
+    Playlist {
+        req: MediaRequest,
+        siblings: Vec<String>,
+    },
     Part {
         msn: u64,
         part: u32,
@@ -220,7 +224,7 @@ enum Verdict {
 
 fn judge(idx: &StreamIndex, want: &Want, now: i64, deadline: i64) -> Verdict {
     let v = match want {
-        Want::Playlist(req) => match playlist::blocking_state(idx, req) {
+        Want::Playlist { req, .. } => match playlist::blocking_state(idx, req) {
             Blocking::Wait => Verdict::Wait,
             // The first segment decides TARGETDURATION: nothing is rendered before it.
             _ if idx.target_duration_decided() => Verdict::Ready,
@@ -251,8 +255,16 @@ unsafe fn release(w: Waiter, verdict: Verdict, idx: &StreamIndex) {
     let rc = match verdict {
         Verdict::Ready => match &w.want {
             // Only LL-HLS (fMP4) locations hold playlist requests.
-            Want::Playlist(req) => {
-                http::send_media_playlist(r, idx, req, true, crate::playlist::Format::Fmp4)
+            Want::Playlist { req, siblings } => {
+                let reports = http::rendition_reports(w.zone, siblings);
+                http::send_media_playlist(
+                    r,
+                    idx,
+                    req,
+                    true,
+                    crate::playlist::Format::Fmp4,
+                    &reports,
+                )
             }
             Want::Part {
                 path, content_type, ..
@@ -261,7 +273,7 @@ unsafe fn release(w: Waiter, verdict: Verdict, idx: &StreamIndex) {
         // Error lifetimes per the delivery rules: a blocking playlist 404 is cached
         // 4 × TD, any other blocking error 1 × TD.
         Verdict::Gone => {
-            let blocking_playlist = matches!(w.want, Want::Playlist(_));
+            let blocking_playlist = matches!(w.want, Want::Playlist { .. });
             http::error(
                 r,
                 NGX_HTTP_NOT_FOUND,

@@ -12,6 +12,7 @@ mod listing;
 mod media;
 mod multivariant;
 mod query;
+mod reports;
 pub mod time;
 
 #[cfg(test)]
@@ -19,8 +20,9 @@ mod tests;
 
 pub use listing::{streams_json, StreamSummary};
 pub use media::{media_playlist, ts_playlist};
-pub use multivariant::{multivariant_playlist, ts_multivariant_playlist};
+pub use multivariant::{multivariant_playlist, ts_multivariant_playlist, variants_playlist};
 pub use query::{parse_query, MediaRequest, Skip};
+pub use reports::{rendition_reports, RenditionReport};
 
 use crate::store::{StreamIndex, StreamState};
 

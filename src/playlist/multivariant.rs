@@ -1,4 +1,5 @@
-//! The multivariant playlist: one variant, the stream's media playlist.
+//! The multivariant playlist: the stream's media playlist, or every rendition of an ABR
+//! group (streams published under related keys, e.g. `demo_720`, `demo_480`).
 
 use std::fmt::Write;
 
@@ -9,20 +10,31 @@ use crate::store::StreamIndex;
 /// = average segment bit rate, CODECS of every track, RESOLUTION and FRAME-RATE for
 /// video. Before the first segment the bit rates are estimated from the parts.
 pub fn multivariant_playlist(idx: &StreamIndex, media_uri: &str) -> String {
-    render(idx, media_uri, 1_000)
+    variants_playlist(&[(idx, media_uri)], false)
+}
+
+/// The multivariant playlist of several renditions, in the order given: one
+/// EXT-X-STREAM-INF per `(index, media playlist URI)`, each with its own measured
+/// bit rates, codecs, resolution and frame rate. `ts`: the MPEG-TS renditions.
+pub fn variants_playlist(variants: &[(&StreamIndex, &str)], ts: bool) -> String {
+    let mut o = String::with_capacity(128 + 160 * variants.len());
+    o.push_str("#EXTM3U\n#EXT-X-INDEPENDENT-SEGMENTS\n");
+    for (idx, uri) in variants {
+        let permille = if ts { idx.ts_size_permille() } else { 1_000 };
+        stream_inf(&mut o, idx, uri, permille);
+    }
+    o
 }
 
 /// The multivariant playlist of the MPEG-TS rendition: as [`multivariant_playlist`],
 /// with the bit rates scaled by the measured TS/fMP4 size ratio
 /// ([`StreamIndex::ts_size_permille`]).
 pub fn ts_multivariant_playlist(idx: &StreamIndex, media_uri: &str) -> String {
-    render(idx, media_uri, idx.ts_size_permille())
+    variants_playlist(&[(idx, media_uri)], true)
 }
 
-fn render(idx: &StreamIndex, media_uri: &str, permille: u64) -> String {
+fn stream_inf(o: &mut String, idx: &StreamIndex, media_uri: &str, permille: u64) {
     let scale = |bps: u64| (bps as u128 * permille as u128).div_ceil(1_000) as u64;
-    let mut o = String::with_capacity(256);
-    o.push_str("#EXTM3U\n#EXT-X-INDEPENDENT-SEGMENTS\n");
     let peak = scale(idx.peak_bandwidth()).max(1);
     let avg = scale(idx.average_bandwidth()).clamp(1, peak);
     let _ = write!(
@@ -44,5 +56,4 @@ fn render(idx: &StreamIndex, media_uri: &str, permille: u64) -> String {
     }
     let _ = writeln!(o);
     let _ = writeln!(o, "{media_uri}");
-    o
 }
