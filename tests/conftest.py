@@ -75,7 +75,12 @@ def http(url, method="GET", headers=None, timeout=10):
 class Vid:
     """One nginx+vid origin."""
 
-    def __init__(self, workers=1, segment="1s", part="200ms", window=6, extra_env=None):
+    # access_log=True: one line per request in logs/access.log (for tests that count
+    # what reaches an origin, e.g. through CDN edges).
+    ACCESS_LOG = ('log_format vid_origin \'$msec "$request_uri" $status $bytes_sent $request_time '
+                  'edge=$http_x_vid_edge\';\n    access_log logs/access.log vid_origin;\n')
+
+    def __init__(self, workers=1, segment="1s", part="200ms", window=6, extra_env=None, access_log=False):
         self.prefix = Path(tempfile.mkdtemp(prefix="vid-test-"))
         os.chmod(self.prefix, 0o755)  # workers run as nobody when the tests run as root
         for d in ("conf", "logs", "media"):
@@ -89,6 +94,8 @@ class Vid:
             [str(ROOT / "scripts" / "render-conf.sh"), str(self.prefix), str(self.rtmp_port), str(self.http_port), str(workers)],
             check=True, capture_output=True, text=True, env=env,
         ).stdout
+        if access_log:
+            conf = conf.replace("\nhttp {\n", "\nhttp {\n    " + self.ACCESS_LOG, 1)
         (self.prefix / "conf" / "nginx.conf").write_text(conf)
         self.proc = None
 
@@ -132,6 +139,11 @@ class Vid:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+    def access_log(self):
+        """Lines of logs/access.log (needs access_log=True)."""
+        p = self.prefix / "logs" / "access.log"
+        return p.read_text(errors="replace").splitlines() if p.exists() else []
 
     def log(self):
         p = self.prefix / "logs" / "error.log"
