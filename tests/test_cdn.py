@@ -476,6 +476,41 @@ def test_failover_when_an_origin_dies(topology):
                 p.wait()
 
 
+def test_held_request_timeout_is_passed_through(topology):
+    """A blocking request the origin holds until its limit (3 TD) and then answers 503 is
+    not retried on the other origin (whose 404 would replace it) and does not mark the
+    origin down for its other streams."""
+    a, b, e1, _ = topology
+    stalled_a = key_on(e1, a, "stall-a")   # on A, its hashed origin
+    stalled_b = key_on(e1, a, "stall-b")   # on B, after A's 404
+    fine = key_on(e1, a, "fine")           # on A, keeps going
+    pubs = {stalled_a: publish(a.rtmp_url(stalled_a), seconds=40), stalled_b: publish(b.rtmp_url(stalled_b), seconds=40),
+            fine: publish(a.rtmp_url(fine), seconds=40)}
+    try:
+        for k in pubs:
+            edge_playlist(e1, k)
+        for i, (k, origin) in enumerate(((stalled_a, a), (stalled_b, b))):
+            pubs[k].send_signal(signal.SIGSTOP)
+            time.sleep(1)
+            msn, part = HINT.search(origin.get(f"/live/{k}/index.m3u8").text).groups()
+            t0 = time.monotonic()
+            r = e1.get(f"/live/{k}/index.m3u8?_HLS_msn={msn}&_HLS_part={part}", timeout=20)
+            held = time.monotonic() - t0
+            assert r.status == 503 and 3 * TD - 0.5 < held < 3 * TD + 2, (k, r.status, held)
+            # The stream on A is still served, and A is still asked first.
+            r = e1.get(f"/live/{fine}/index.m3u8?_HLS_msn={i}")
+            assert r.status == 200 and r.headers["X-Cache"] == "MISS"
+            line = [l for l in e1.fetch_log() if f"/live/{fine}/index.m3u8?_HLS_msn={i} " in l][-1]
+            assert f"upstream=127.0.0.1:{a.http_port} " in line, line
+        stalled_fetch = [l for l in e1.fetch_log() if f"/live/{stalled_b}/index.m3u8?_HLS_msn" in l][-1]
+        assert "ustatus=404, 503" in stalled_fetch, stalled_fetch
+    finally:
+        for p in pubs.values():
+            p.send_signal(signal.SIGCONT)
+            p.kill()
+            p.wait()
+
+
 @pytest.mark.xfail(strict=True, reason="origin: a fresh stream starts again at media sequence 0 and "
                    "init1.mp4, so a republished key reuses media URLs that caches keep for a day "
                    "(max-age=86400); see README, CDN, 'What the origin should change'")
