@@ -12,6 +12,7 @@ delay in its direction. Bandwidth and loss are not modelled.
 import asyncio
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -178,6 +179,7 @@ def main():
         pub.wait()
         for e in edges:
             e.stop()
+            shutil.rmtree(e.prefix, ignore_errors=True)
         origin.cleanup()
 
 
