@@ -75,8 +75,13 @@ def http(url, method="GET", headers=None, timeout=10):
 class Vid:
     """One nginx+vid origin."""
 
+    # access_log=True: one line per request in logs/access.log (for tests that count
+    # what reaches an origin, e.g. through CDN edges).
+    ACCESS_LOG = ('log_format vid_origin \'$msec "$request_uri" $status $bytes_sent $request_time '
+                  'edge=$http_x_vid_edge\';\n    access_log logs/access.log vid_origin;\n')
+
     def __init__(self, workers=1, segment="1s", part="200ms", window=6, extra_env=None, stream_extra="",
-                 ts=False):
+                 ts=False, access_log=False):
         """stream_extra: directives inserted into the RTMP server block of stream{}
         (e.g. "rtmp_live_timeout 3s;")."""
         self.prefix = Path(tempfile.mkdtemp(prefix="vid-test-"))
@@ -96,6 +101,8 @@ class Vid:
             anchor = "rtmp_live live;"
             assert anchor in conf, "rendered config has no rtmp_live line"
             conf = conf.replace(anchor, f"{anchor}\n        {stream_extra}", 1)
+        if access_log:
+            conf = conf.replace("\nhttp {\n", "\nhttp {\n    " + self.ACCESS_LOG, 1)
         (self.prefix / "conf" / "nginx.conf").write_text(conf)
         self.proc = None
 
@@ -139,6 +146,11 @@ class Vid:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+    def access_log(self):
+        """Lines of logs/access.log (needs access_log=True)."""
+        p = self.prefix / "logs" / "access.log"
+        return p.read_text(errors="replace").splitlines() if p.exists() else []
 
     def log(self):
         p = self.prefix / "logs" / "error.log"
