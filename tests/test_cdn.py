@@ -511,9 +511,6 @@ def test_held_request_timeout_is_passed_through(topology):
             p.wait()
 
 
-@pytest.mark.xfail(strict=True, reason="origin: a fresh stream starts again at media sequence 0 and "
-                   "init1.mp4, so a republished key reuses media URLs that caches keep for a day "
-                   "(max-age=86400); see README, CDN, 'What the origin should change'")
 def test_republished_stream_gets_new_media_urls(vid_factory, edge_factory):
     o = vid_factory(access_log=True, window=3)
     e = edge_factory([o], name="edge1")
@@ -527,10 +524,15 @@ def test_republished_stream_gets_new_media_urls(vid_factory, edge_factory):
     wait_for(lambda: o.get("/live/again/index.m3u8").status == 404, 30, what="stream forgotten")
     second = publish(o.rtmp_url("again"), seconds=12, size="320x240")
     try:
-        wait_for(lambda: o.get(f"/live/again/{seg0}").status == 200, 20, what="republished segment")
-        fresh = o.get(f"/live/again/{seg0}")
-        through_edge = e.get(f"/live/again/{seg0}")
-        assert through_edge.body == fresh.body, "the edge serves the old stream's media under the same URL"
+        # The new session's media has names the old one never used; the edge serves the
+        # new bytes for them and still the old (identical) bytes for the old names.
+        new = edge_playlist(e, "again", segments=2)
+        old_names = {s["uri"] for s in pl["segments"]} | {s.get("map") for s in pl["segments"] if s.get("map")}
+        new_names = {s["uri"] for s in new["segments"]} | {s.get("map") for s in new["segments"] if s.get("map")}
+        assert not old_names & new_names, (old_names, new_names)
+        seg = new["segments"][0]["uri"]
+        assert e.get(f"/live/again/{seg}").body == o.get(f"/live/again/{seg}").body
+        assert o.get(f"/live/again/{seg0}").status == 404
     finally:
         second.kill()
         second.wait()

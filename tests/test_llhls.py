@@ -254,13 +254,23 @@ def complete_segment_with_parts(v):
     return pl, segs[-1]
 
 
+def map_of(pl, seg):
+    """The EXT-X-MAP URI that applies to `seg`: the last one at or before it."""
+    current = None
+    for s in pl["segments"]:
+        current = s.get("map") or current
+        if s is seg:
+            return current
+    raise AssertionError("segment not in playlist")
+
+
 def test_independent_parts_start_with_idr(live, tmp_path):
     """INDEPENDENT=YES exactly on the parts whose first video frame is an IDR (the 0.4 s
     GOP puts IDRs at parts 0, 2 and 4 of every 1.2 s segment); checked by decoding."""
     if not os.path.exists(FFPROBE):
         pytest.skip("ffprobe missing")
     pl, seg = complete_segment_with_parts(live)
-    init = live.get(f"/live/{KEY}/{seg.get('map') or 'init1.mp4'}").body
+    init = live.get(f"/live/{KEY}/{map_of(pl, seg)}").body
     whole = tmp_path / "seg.mp4"
     whole.write_bytes(init + live.get(f"/live/{KEY}/{seg['uri']}").body)
     frames = _probe(whole, "-select_streams", "v", "-show_entries", "frame=pts,key_frame,pict_type")["frames"]
@@ -502,7 +512,7 @@ def test_cache_control_per_kind(live):
     r, _ = get_pl(live, f"_HLS_msn={m}&_HLS_part={p}")
     assert max_age(r) == 6 * td, "blocking playlist 200: 6 x TD"
     seg = next(s for s in pl["segments"] if s["parts"])
-    for uri in (seg["uri"], seg["parts"][0]["uri"], seg.get("map") or "init1.mp4"):
+    for uri in (seg["uri"], seg["parts"][0]["uri"], map_of(pl, seg)):
         r = live.get(f"/live/{KEY}/{uri}")
         assert r.status == 200 and max_age(r) >= 3600, (uri, r.headers.get("Cache-Control"))
     # The held GET of a hinted part: blocking segment/part 200 -> at least 6 x TD.

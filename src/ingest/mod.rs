@@ -259,6 +259,7 @@ impl Connection {
             window: self.cfg.window,
             part_target_ms: self.cfg.part_target_ms,
             segment_target_ms: self.cfg.segment_target_ms,
+            clock_numbering: true,
         };
         let owner = self.cfg.owner;
         let mut claimed = None;

@@ -247,6 +247,11 @@ impl Sim {
 
     /// `ts`: the segmenter also writes MPEG-TS segments.
     fn new_with(settings: StreamSettings, gop_ms: i64, ts: bool) -> Sim {
+        // Numbering from 0 keeps the expected names readable.
+        let settings = StreamSettings {
+            clock_numbering: false,
+            ..settings
+        };
         let mut slots = vec![StreamIndex::ZERO; 2];
         let c = Table::new(&mut slots)
             .claim("cam", "/tmp/cam", &settings, 1, EPOCH)

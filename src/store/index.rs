@@ -116,6 +116,10 @@ pub struct StreamSettings {
     pub window: u32,
     pub part_target_ms: u32,
     pub segment_target_ms: u32,
+    /// Number a new stream's segments and init sections from the clock rather than from
+    /// 0 and 1, so that media names never repeat across sessions of a key (caches keep
+    /// media long). Off only where deterministic names help (tests).
+    pub clock_numbering: bool,
 }
 
 impl Default for StreamSettings {
@@ -124,6 +128,7 @@ impl Default for StreamSettings {
             window: 12,
             part_target_ms: 200,
             segment_target_ms: 2_000,
+            clock_numbering: true,
         }
     }
 }
@@ -348,6 +353,7 @@ impl StreamIndex {
             window: self.window,
             part_target_ms: self.part_target_ms,
             segment_target_ms: self.segment_target_ms,
+            clock_numbering: true,
         }
     }
 
@@ -890,10 +896,13 @@ impl StreamIndex {
         settings: &StreamSettings,
         owner: u32,
         now_ms: i64,
+        first_msn: u64,
     ) {
         let generation = self.generation;
         let publish_id = self.publish_id;
         *self = StreamIndex::ZERO;
+        self.next_msn = first_msn;
+        self.media_sequence = first_msn;
         self.generation = generation.wrapping_add(1);
         self.publish_id = publish_id.wrapping_add(1);
         self.set_identity(key, dir);

@@ -3,6 +3,9 @@
 use super::index::{StreamIndex, StreamSettings, StreamState, CLAIM_STALE_MS, MAX_DIR_LEN};
 use super::names::valid_key;
 
+/// A fresh stream's first media sequence number is the clock in these units.
+pub const FRESH_MSN_PERIOD_MS: i64 = 100;
+
 /// What a new publisher's segmenter needs from its slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Claim {
@@ -123,10 +126,22 @@ impl<'a> Table<'a> {
             .position(|s| s.is_free())
             .ok_or(ClaimError::Full)?;
         let s = &mut self.slots[i];
-        s.init_fresh(key, dir, settings, owner, now_ms);
+        // A new stream's media names never repeat an earlier session's, even one of the
+        // same key long gone from this origin but still in some cache: numbering starts
+        // from the clock, faster than any stream can advance it (segments are ≥ 1 s).
+        let (first_msn, first_init_version) = if settings.clock_numbering {
+            let now = now_ms.max(0);
+            (
+                (now / FRESH_MSN_PERIOD_MS) as u64,
+                ((now / 1000) as u32).max(1),
+            )
+        } else {
+            (0, 1)
+        };
+        s.init_fresh(key, dir, settings, owner, now_ms, first_msn);
         Ok(Claim {
-            first_msn: 0,
-            first_init_version: 1,
+            first_msn,
+            first_init_version,
             discontinuity: false,
             publish_id: s.publish_id(),
             slot: i,

@@ -117,7 +117,10 @@ fn zero_index_is_a_free_slot_and_small() {
 fn claim_free_live_full_and_bad_input() {
     let mut slots = vec![StreamIndex::ZERO; 2];
     let mut t = Table::new(&mut slots);
-    let s = StreamSettings::default();
+    let s = StreamSettings {
+        clock_numbering: false,
+        ..StreamSettings::default()
+    };
     let c = t.claim("cam1", "/var/lib/vid/cam1", &s, 7, 1_000).unwrap();
     assert_eq!(
         (c.first_msn, c.first_init_version, c.discontinuity),
@@ -243,10 +246,10 @@ fn sweep_ends_stale_and_frees_expired() {
     );
     assert!(t.find("a").is_none());
     assert_eq!(slots[0].state(), StreamState::Free);
-    // The freed slot is reusable; a new stream starts at zero.
+    // The freed slot is reusable; a new stream starts its numbering from the clock.
     let mut t = Table::new(&mut slots);
     let c = t.claim("c", "/d/c", &s, 1, 50_000).unwrap();
-    assert_eq!((c.first_msn, c.first_init_version, c.slot), (0, 1, 0));
+    assert_eq!((c.first_msn, c.first_init_version, c.slot), (500, 50, 0));
 }
 
 #[test]
@@ -357,6 +360,7 @@ fn peak_over_sets_of_short_segments() {
         window: 12,
         part_target_ms: 200,
         segment_target_ms: 2_000,
+        clock_numbering: true,
     };
     assert_eq!(idx.settings(), s);
     let sizes = [100_000usize, 300_000, 100_000, 100_000];
@@ -527,4 +531,26 @@ mod files {
         assert!(!d.exists());
         remove_stream_dir(&d).unwrap();
     }
+}
+
+#[test]
+fn fresh_streams_number_media_from_the_clock() {
+    // Two sessions of one key, the second after the first was freed: no media name of
+    // the second can repeat one of the first, so caches never serve old media.
+    let mut slots = vec![StreamIndex::ZERO; 1];
+    let mut t = Table::new(&mut slots);
+    let s = StreamSettings::default();
+    let t0 = 1_795_759_275_123;
+    let a = t.claim("cam", "/d", &s, 1, t0).unwrap();
+    assert_eq!(a.first_msn, (t0 / 100) as u64);
+    assert_eq!(a.first_init_version, (t0 / 1000) as u32);
+    assert_eq!(t.find("cam").unwrap().next_msn(), a.first_msn);
+    // However fast the first session advanced (one 1 s segment a second), it stays below.
+    let later = t0 + 60_000;
+    let last_msn_of_a = a.first_msn + 60;
+    t.slot_mut(a.slot).unwrap().end(later);
+    assert!(t.sweep(later + 3_600_000, 90_000).len() == 1, "freed");
+    let b = t.claim("cam", "/d", &s, 1, later + 3_600_000).unwrap();
+    assert!(b.first_msn > last_msn_of_a);
+    assert!(b.first_init_version > a.first_init_version);
 }
