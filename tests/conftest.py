@@ -5,6 +5,7 @@ test's control and is stopped (and checked for crashed workers) afterwards.
 """
 
 import gzip
+import json
 import os
 import re
 import shutil
@@ -266,3 +267,22 @@ def ffprobe_json(path_or_url, *args):
 
 def gunzip(body):
     return gzip.decompress(body)
+
+
+@pytest.fixture(scope="session")
+def m3u8():
+    """parse(text) -> m3u8-parser's manifest (dict); installs the npm packages once."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if not node or not npm:
+        pytest.skip("node/npm not installed (scripts/deps.sh test installs them)")
+    if not (Path(__file__).resolve().parent / "node_modules" / "m3u8-parser").is_dir():
+        r = subprocess.run([npm, "ci", "--prefix", str(Path(__file__).resolve().parent), "--no-audit", "--no-fund"],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, f"npm ci failed:\n{r.stdout}\n{r.stderr}"
+
+    def parse(text):
+        r = subprocess.run([node, str(Path(__file__).resolve().parent / "tools" / "parse-m3u8.js")], input=text, capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+    return parse

@@ -10,8 +10,6 @@ aspect of that capture.
 """
 
 import json
-import re
-import shutil
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -29,25 +27,6 @@ FPS = 30
 
 
 # ---------------------------------------------------------------- m3u8-parser
-
-
-@pytest.fixture(scope="session")
-def m3u8():
-    """parse(text) -> m3u8-parser's manifest (dict); installs the npm packages once."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if not node or not npm:
-        pytest.skip("node/npm not installed (scripts/deps.sh test installs them)")
-    if not (TESTS / "node_modules" / "m3u8-parser").is_dir():
-        r = subprocess.run([npm, "ci", "--prefix", str(TESTS), "--no-audit", "--no-fund"],
-                           capture_output=True, text=True, timeout=300)
-        assert r.returncode == 0, f"npm ci failed:\n{r.stdout}\n{r.stderr}"
-
-    def parse(text):
-        r = subprocess.run([node, str(TOOL)], input=text, capture_output=True, text=True, timeout=30)
-        assert r.returncode == 0, r.stderr
-        return json.loads(r.stdout)
-
-    return parse
 
 
 # ---------------------------------------------------------------- the capture
