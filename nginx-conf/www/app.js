@@ -20,13 +20,15 @@
     key: null,
     engine: null, // "hls.js x.y.z" | "native"
     playing: false, // playing right now: not paused, not stalled, not ended
-    started: null, // t of the first "playing" event of this stream
+    started: null, // t when the playhead first moved (see "timeupdate" below)
     currentTime: 0,
     latency: [], // samples {t, latency, wall, buffer, currentTime}
     latencyNow: null, // hls.js: hls.latency; native: wall latency (below)
     wallLatencyNow: null, // now - program date time of the frame shown
     buffer: 0, // seconds buffered ahead of the playhead
     buffered: [], // video.buffered as [start, end] pairs
+    seekable: [], // video.seekable as [start, end] pairs
+    duration: null,
     playbackRate: 1,
     level: null,
     stalls: 0, // times playback stopped for want of data after it had started
@@ -43,6 +45,7 @@
   let retryTimer = null;
   let stalledSince = null; // Date.now() while stalled
   let lastTime = -1;
+  let playOrigin = null; // currentTime at the first "playing" event
   let streams = [];
 
   // ---- helpers -----------------------------------------------------------------------
@@ -79,8 +82,7 @@
     return 0;
   }
 
-  function ranges() {
-    const b = video.buffered;
+  function ranges(b = video.buffered) {
     const out = [];
     for (let i = 0; i < b.length; i++) out.push([+b.start(i).toFixed(3), +b.end(i).toFixed(3)]);
     return out;
@@ -114,9 +116,16 @@
     stalledSince = null;
   }
 
+  // Playback has started once the playhead moved after the first "playing" event: a
+  // player may still settle on its start position (and wait for it) before that.
   video.addEventListener("playing", () => {
-    if (stats.started === null) stats.started = Date.now();
+    if (playOrigin === null) playOrigin = video.currentTime;
     leaveStall();
+  });
+  video.addEventListener("timeupdate", () => {
+    if (stats.started === null && playOrigin !== null && !video.seeking && Math.abs(video.currentTime - playOrigin) >= 0.2) {
+      stats.started = Date.now();
+    }
   });
   video.addEventListener("waiting", () => enterStall("waiting"));
   video.addEventListener("seeking", () => stats.seeks++);
@@ -136,6 +145,14 @@
     return (Date.now() - (start + video.currentTime * 1000)) / 1000;
   }
 
+  // Without a start date (some browsers lack getStartDate): distance to the live edge.
+  function nativeEdgeLatency() {
+    const s = video.seekable;
+    if (!s || !s.length) return null;
+    const d = s.end(s.length - 1) - video.currentTime;
+    return isFinite(d) && d >= 0 ? d : null;
+  }
+
   function sample() {
     if (!stats.key) return;
     const now = Date.now();
@@ -152,7 +169,7 @@
       if (pd && isFinite(pd.getTime())) wall = (now - pd.getTime()) / 1000;
     } else {
       wall = nativeWallLatency();
-      latency = wall;
+      latency = wall !== null ? wall : nativeEdgeLatency();
     }
     stats.currentTime = t;
     stats.buffer = bufferAhead();
@@ -161,6 +178,8 @@
     stats.playing = !video.paused && !video.ended && stalledSince === null && video.readyState >= 3;
     stats.level = currentLevel();
     stats.buffered = ranges();
+    stats.seekable = ranges(video.seekable);
+    stats.duration = video.duration;
     stats.playbackRate = video.playbackRate;
     if (stats.playing && latency !== null) {
       pushBounded(stats.latency, { t: now, latency, wall, buffer: stats.buffer, currentTime: t }, MAX_SAMPLES);
@@ -221,11 +240,12 @@
   function resetStats(key) {
     Object.assign(stats, {
       key, engine: null, playing: false, started: null, currentTime: 0, latency: [], latencyNow: null,
-      wallLatencyNow: null, buffer: 0, buffered: [], playbackRate: 1, level: null, stalls: 0, stallEvents: [], stalledSeconds: 0,
+      wallLatencyNow: null, buffer: 0, buffered: [], seekable: [], duration: null, playbackRate: 1, level: null, stalls: 0, stallEvents: [], stalledSeconds: 0,
       seeks: 0, errors: [], fatalErrors: 0, ended: false,
     });
     stalledSince = null;
     lastTime = -1;
+    playOrigin = null;
     $("s-error").hidden = true;
   }
 

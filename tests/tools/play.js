@@ -6,6 +6,7 @@
 //        --screenshot out.png [--startup-timeout 60] [--chromium /usr/bin/chromium]
 //   node tests/tools/play.js --url http://127.0.0.1:PORT/ --list-key KEY
 //        (only waits for KEY's row in the page's stream list and reports the list's text)
+//   --no-hlsjs: answer 404 for vendor/hls.min.js, so the page uses the browser's own HLS
 //
 // playwright-core comes from tests/browser (npm ci --prefix tests/browser); the browser
 // is the system's Chromium: playwright never downloads one here.
@@ -18,7 +19,7 @@ const path = require("path");
 const { chromium } = require(path.join(__dirname, "..", "browser", "node_modules", "playwright-core"));
 
 function parseArgs(argv) {
-  const o = { seconds: 30, startupTimeout: 60, chromium: "/usr/bin/chromium", screenshot: null, url: null, listKey: null };
+  const o = { seconds: 30, startupTimeout: 60, chromium: "/usr/bin/chromium", screenshot: null, url: null, listKey: null, noHlsjs: false };
   for (let i = 2; i < argv.length; i++) {
     const a = argv[i];
     const v = () => {
@@ -31,11 +32,14 @@ function parseArgs(argv) {
     else if (a === "--screenshot") o.screenshot = v();
     else if (a === "--chromium") o.chromium = v();
     else if (a === "--list-key") o.listKey = v();
+    else if (a === "--no-hlsjs") o.noHlsjs = true;
     else throw new Error(`unknown argument ${a}`);
   }
   if (!o.url) throw new Error("--url is required");
   return o;
 }
+
+const MAX_REQUESTS = 3000;
 
 // The flags this machine needs (no network beyond loopback, no GPU, root in a sandbox).
 const FLAGS = [
@@ -64,10 +68,15 @@ async function main() {
     console: [], // console errors and warnings of the page
     pageErrors: [],
     failedRequests: [],
+    requests: [], // the last MAX_REQUESTS /live/ requests: {t, url, status, ms, size}
     screenshot: null,
     videoBox: null,
     list: null, // --list-key: the rows of the stream table, as text per cell
     error: null,
+  };
+  const pushRequest = (r) => {
+    out.requests.push(r);
+    if (out.requests.length > MAX_REQUESTS) out.requests.shift();
   };
   const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), "vid-chromium-"));
   let context = null;
@@ -85,11 +94,25 @@ async function main() {
       if (m.type() === "error" || m.type() === "warning") out.console.push(`${m.type()}: ${m.text()}`.slice(0, 500));
     });
     page.on("pageerror", (e) => out.pageErrors.push(String(e).slice(0, 500)));
+    // Every media and playlist request with its timing: what to look at when a test fails.
+    page.on("requestfinished", async (r) => {
+      const u = new URL(r.url());
+      if (!u.pathname.startsWith("/live/")) return;
+      const resp = await r.response().catch(() => null);
+      const t = r.timing();
+      let size = null;
+      try {
+        size = (await r.sizes()).responseBodySize;
+      } catch (_) {}
+      pushRequest({ t: Math.round(t.startTime + t.responseEnd), url: u.pathname + u.search, status: resp ? resp.status() : null,
+        ms: Math.round(t.responseEnd), size });
+    });
     page.on("requestfailed", (r) => {
       // Aborted requests are normal for hls.js (it cancels what it no longer needs).
       out.failedRequests.push(`${r.url()} ${r.failure() ? r.failure().errorText : ""}`.slice(0, 300));
     });
 
+    if (opt.noHlsjs) await page.route("**/vendor/hls.min.js", (route) => route.fulfill({ status: 404, body: "" }));
     const t0 = Date.now();
     await page.goto(opt.url, { waitUntil: "load", timeout: opt.startupTimeout * 1000 });
     if (!out.browser) out.browser = await page.evaluate(() => navigator.userAgent);
@@ -104,6 +127,7 @@ async function main() {
         polling: 200,
       });
       out.startupSeconds = (Date.now() - t0) / 1000;
+      process.stderr.write("play.js: playing\n"); // a cue for tests that act during playback
 
       const sample = () =>
         page.evaluate(() => {
