@@ -85,6 +85,10 @@ def run_play(node, url, *args, timeout, on_playing=None):
     stderr = "".join(err)
     lines = [l for l in stdout.splitlines() if l.startswith("{")]
     assert lines, f"play.js printed no report (exit {proc.returncode}):\n{stdout[-2000:]}\n{stderr[-2000:]}"
+    # The whole report (samples, vidStats, every /live/ request) for a look after a failure.
+    REPORT_DIR.mkdir(exist_ok=True)
+    name = os.environ.get("PYTEST_CURRENT_TEST", "play").split("::")[-1].split(" ")[0]
+    (REPORT_DIR / f"player-{name}.json").write_text(lines[-1] + "\n")
     return json.loads(lines[-1]), stderr
 
 
