@@ -14,6 +14,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/build/sbin/nginx /usr/local/sbin/nginx
 COPY --from=build /src/build/modules/libvid.so /usr/local/lib/vid/libvid.so
+COPY --from=build /src/build/www /usr/share/vid/www
 COPY nginx-conf/vid.conf /etc/vid/nginx.conf
 RUN mkdir -p /var/lib/vid /var/log/vid /etc/vid/logs \
  && chown nobody:nogroup /var/lib/vid \

@@ -1,24 +1,23 @@
 #!/usr/bin/env bash
 # Installs the system packages a task needs, only those missing. Idempotent.
-#   scripts/deps.sh build   compiler deps for nginx + the vid module
+#   scripts/deps.sh build   compiler deps for nginx + the vid module, node + npm (player page)
 #   scripts/deps.sh test    + ffmpeg, python test tools, a modern ffmpeg (imageio-ffmpeg),
-#                           node + npm (the m3u8-parser conformance check)
+#                           chromium (the player tests drive it with playwright-core),
+#                           node + npm (m3u8-parser, playwright-core)
 #   scripts/deps.sh bench   + nginx with nginx-rtmp-module (the peer we compare with), wrk
 set -euo pipefail
 what=${1:-build}
 
 pkgs=(libclang-dev libpcre2-dev libssl-dev zlib1g-dev pkg-config make gcc)
+# node and npm: Debian's, unless the machine already has them (e.g. a newer install).
+command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
+command -v npm >/dev/null 2>&1 || pkgs+=(npm)
 case "$what" in
   build) ;;
-  test) pkgs+=(ffmpeg python3-pip curl procps) ;;
+  test) pkgs+=(ffmpeg python3-pip curl procps chromium) ;;
   bench) pkgs+=(ffmpeg python3-pip curl procps nginx libnginx-mod-rtmp wrk) ;;
   *) echo "usage: $0 build|test|bench" >&2; exit 2 ;;
 esac
-# node + npm for tests/tools (m3u8-parser). Only when missing: a node from another
-# source (e.g. NodeSource, which bundles npm) conflicts with Debian's npm package.
-if [ "$what" != build ] && ! { command -v node && command -v npm; } >/dev/null 2>&1; then
-  pkgs+=(nodejs npm)
-fi
 
 missing=()
 for p in "${pkgs[@]}"; do
