@@ -82,7 +82,7 @@ class Vid:
                   'edge=$http_x_vid_edge\';\n    access_log logs/access.log vid_origin;\n')
 
     def __init__(self, workers=1, segment="1s", part="200ms", window=6, extra_env=None, stream_extra="",
-                 ts=False, access_log=False):
+                 ts=False, access_log=False, live_extra=""):
         """stream_extra: directives inserted into the RTMP server block of stream{}
         (e.g. "rtmp_live_timeout 3s;")."""
         self.prefix = Path(tempfile.mkdtemp(prefix="vid-test-"))
@@ -104,6 +104,12 @@ class Vid:
             conf = conf.replace(anchor, f"{anchor}\n        {stream_extra}", 1)
         if access_log:
             conf = conf.replace("\nhttp {\n", "\nhttp {\n    " + self.ACCESS_LOG, 1)
+        if live_extra:
+            # Directives for the `location /live/` block.
+            anchor = "hls_live on;                # http://HOST:8080/live/"
+            assert anchor in conf
+            conf = conf.replace("            hls_live on;                # http://HOST:8080/live/",
+                                f"            {live_extra}\n            hls_live on;                # http://HOST:8080/live/", 1)
         (self.prefix / "conf" / "nginx.conf").write_text(conf)
         self.proc = None
 
