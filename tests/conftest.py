@@ -4,7 +4,6 @@ Every test gets fresh ports and a fresh prefix; nginx runs in the foreground und
 test's control and is stopped (and checked for crashed workers) afterwards.
 """
 
-import gzip
 import json
 import os
 import re
@@ -263,16 +262,10 @@ def parse_playlist(text):
 
 
 def ffprobe_json(path_or_url, *args):
-    import json
-
     out = subprocess.run([FFPROBE, "-v", "error", "-of", "json", *args, str(path_or_url)],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
-
-
-def gunzip(body):
-    return gzip.decompress(body)
 
 
 @pytest.fixture(scope="session")

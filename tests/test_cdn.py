@@ -8,7 +8,6 @@ in low-latency mode (blocking playlist reload + the preload-hinted part).
 
 import asyncio
 import collections
-import gzip
 import os
 import re
 import shutil

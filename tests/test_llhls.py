@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import DEBIAN_FFMPEG, FFPROBE, Vid, publish, wait_for
+from conftest import DEBIAN_FFMPEG, FFPROBE, Vid, ffprobe_json, publish, wait_for
 
 KEY = "ll"
 PT = 0.2  # hls_live_part
@@ -238,15 +238,6 @@ def test_parts_and_their_placement(live):
     assert seen >= 10
 
 
-def _probe(path, *args):
-    import json
-
-    out = subprocess.run([FFPROBE, "-v", "error", "-of", "json", *args, str(path)],
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
-
-
 def complete_segment_with_parts(v):
     _, pl = get_pl(v)
     segs = [s for s in pl["segments"] if s["parts"]]
@@ -273,14 +264,14 @@ def test_independent_parts_start_with_idr(live, tmp_path):
     init = live.get(f"/live/{KEY}/{map_of(pl, seg)}").body
     whole = tmp_path / "seg.mp4"
     whole.write_bytes(init + live.get(f"/live/{KEY}/{seg['uri']}").body)
-    frames = _probe(whole, "-select_streams", "v", "-show_entries", "frame=pts,key_frame,pict_type")["frames"]
+    frames = ffprobe_json(whole, "-select_streams", "v", "-show_entries", "frame=pts,key_frame,pict_type")["frames"]
     key_at = {f["pts"]: (f["key_frame"], f["pict_type"]) for f in frames}
     flags = []
     for p in seg["parts"]:
         f = tmp_path / "part.mp4"
         body = live.get(f"/live/{KEY}/{p['uri']}").body
         f.write_bytes(init + body)
-        pk = _probe(f, "-select_streams", "v", "-show_entries", "packet=pts,dts,flags")["packets"]
+        pk = ffprobe_json(f, "-select_streams", "v", "-show_entries", "packet=pts,dts,flags")["packets"]
         first = min(pk, key=lambda x: int(x["dts"]))
         key_frame, pict = key_at[first["pts"]]
         flags.append((p["uri"], p["independent"], key_frame, pict, first["flags"]))
