@@ -16,6 +16,7 @@ vid origin on 127.0.0.1 (config: $prefix/conf/nginx.conf, log: $prefix/logs/erro
   publish:  ffmpeg -re -i input.mp4 -c copy -f flv rtmp://127.0.0.1:$rtmp/live/demo
   watch:    ffplay http://127.0.0.1:$http/live/demo/index.m3u8
             (or VLC / ffmpeg -i with the same URL; any key [A-Za-z0-9_-]{1,64} works)
+  player:   http://127.0.0.1:$http/  (live streams, hls.js low-latency playback, latency)
 Ctrl-C stops it.
 
 MSG
