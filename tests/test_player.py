@@ -201,7 +201,8 @@ def test_stream_list_shows_published_key(vid_factory, browser):
 
 
 def test_hlsjs_plays_live_with_low_latency(vid_factory, browser, tmp_path):
-    vid = vid_factory(segment="1s", part="200ms", window=6)
+    # The shipped defaults (nginx-conf/vid.conf): 2 s segments, 200 ms parts, window 12.
+    vid = vid_factory(segment="2s", part="200ms", window=12)
     pub = publish(vid.rtmp_url("demo"), seconds=45, rate=30, gop=30)
     t_start = time.monotonic()
     shot = tmp_path / "player.png"
@@ -248,7 +249,7 @@ def test_hlsjs_plays_live_with_low_latency(vid_factory, browser, tmp_path):
         "engine": stats["engine"],
         "browser": out["browser"],
         "test_seconds": round(elapsed, 1),
-        "stream": {"segment": "1s", "part": "200ms", "gop": 30, "fps": 30, "size": "640x360"},
+        "stream": {"segment": "2s", "part": "200ms", "gop": 30, "fps": 30, "size": "640x360"},
     }
     REPORT_DIR.mkdir(exist_ok=True)
     (REPORT_DIR / "player-latency.json").write_text(json.dumps(report, indent=2) + "\n")
