@@ -10,6 +10,7 @@
   const MAX_SAMPLES = 4800; // 20 minutes of samples, then the oldest go
   const MAX_EVENTS = 200; // errors and stalls kept
   const RETRY_MS = 2000;
+  const MAX_SRC_LEN = 2048; // longest ?src= playlist URL accepted
 
   const $ = (id) => document.getElementById(id);
   const video = $("video");
@@ -18,6 +19,7 @@
   // wall-clock milliseconds (Date.now()); durations are seconds.
   const stats = {
     key: null,
+    src: null, // the playlist played: /live/KEY/index.m3u8, or the ?src= URL (absolute)
     engine: null, // "hls.js x.y.z" | "native"
     playing: false, // playing right now: not paused, not stalled, not ended
     started: null, // t when the playhead first moved (see "timeupdate" below)
@@ -31,6 +33,11 @@
     duration: null,
     playbackRate: 1,
     level: null,
+    levels: [], // hls.js: the variants {index, width, height, bitrate}, lowest bit rate first
+    levelSwitches: [], // hls.js LEVEL_SWITCHED: {t, level, width, height, bitrate}
+    videoSizes: [], // the decoded picture size when it changes: {t, width, height}
+    autoLevelCapping: -1, // hls.js: the highest level ABR may pick (-1: none)
+    controls: [], // window.vidControl calls: {t, action, value}
     stalls: 0, // times playback stopped for want of data after it had started
     stallEvents: [], // {t, currentTime, reason}
     stalledSeconds: 0,
@@ -47,6 +54,7 @@
   let lastTime = -1;
   let playOrigin = null; // currentTime at the first "playing" event
   let streams = [];
+  let source = null; // the playlist URL being played
 
   // ---- helpers -----------------------------------------------------------------------
   function pushBounded(arr, item, max) {
@@ -131,6 +139,9 @@
   video.addEventListener("seeking", () => stats.seeks++);
   video.addEventListener("ended", () => {
     stats.ended = true;
+  });
+  video.addEventListener("resize", () => {
+    if (video.videoWidth) pushBounded(stats.videoSizes, { t: Date.now(), width: video.videoWidth, height: video.videoHeight }, MAX_EVENTS);
   });
   video.addEventListener("error", () => {
     const e = video.error;
@@ -221,6 +232,28 @@
     return `/live/${encodeURIComponent(key)}/index.m3u8`;
   }
 
+  // ?src=URL plays any HLS playlist (a multivariant one for ABR, or one on a CDN edge):
+  // relative to the page or absolute http(s), ending in .m3u8. Returns the absolute URL,
+  // or null when it is not acceptable.
+  function checkSrc(src) {
+    if (typeof src !== "string" || !src || src.length > MAX_SRC_LEN) return null;
+    let u;
+    try {
+      u = new URL(src, location.href);
+    } catch (_) {
+      return null;
+    }
+    if (u.protocol !== "http:" && u.protocol !== "https:") return null;
+    if (u.username || u.password || !/\.m3u8$/.test(u.pathname)) return null;
+    return u.href;
+  }
+
+  // The stream key a playlist URL names (/live/KEY/...), for the stats; "" if none.
+  function keyOfSrc(src) {
+    const m = /\/live\/([A-Za-z0-9_-]{1,64})\/[^/]*$/.exec(new URL(src).pathname);
+    return m ? m[1] : "";
+  }
+
   function tryPlay() {
     const p = video.play();
     if (p && p.catch) p.catch((e) => recordError("autoplay", e && e.name ? e.name : e, false));
@@ -239,8 +272,8 @@
 
   function resetStats(key) {
     Object.assign(stats, {
-      key, engine: null, playing: false, started: null, currentTime: 0, latency: [], latencyNow: null,
-      wallLatencyNow: null, buffer: 0, buffered: [], seekable: [], duration: null, playbackRate: 1, level: null, stalls: 0, stallEvents: [], stalledSeconds: 0,
+      key, src: null, engine: null, playing: false, started: null, currentTime: 0, latency: [], latencyNow: null,
+      wallLatencyNow: null, buffer: 0, buffered: [], seekable: [], duration: null, playbackRate: 1, level: null, levels: [], levelSwitches: [], videoSizes: [], autoLevelCapping: -1, controls: [], stalls: 0, stallEvents: [], stalledSeconds: 0,
       seeks: 0, errors: [], fatalErrors: 0, ended: false,
     });
     stalledSince = null;
@@ -249,14 +282,25 @@
     $("s-error").hidden = true;
   }
 
-  function startHls(key) {
+  function startHls(key, src) {
     // Low-latency mode: parts, preload hints and blocking reload; target latency is the
     // playlist's PART-HOLD-BACK. Up to 1.25x playback speed to win back latency after a
     // hiccup (hls.js only speeds up with more than a second buffered).
     const h = new Hls({ lowLatencyMode: true, enableWorker: true, backBufferLength: 30, maxLiveSyncPlaybackRate: 1.25 });
     hls = h;
     stats.engine = `hls.js ${Hls.version}`;
-    h.on(Hls.Events.MANIFEST_PARSED, tryPlay);
+    h.on(Hls.Events.MANIFEST_PARSED, (_ev, data) => {
+      if (h !== hls) return;
+      stats.levels = (data.levels || []).map((l, index) => ({ index, width: l.width || null, height: l.height || null, bitrate: l.bitrate || null }));
+      stats.autoLevelCapping = h.autoLevelCapping;
+      tryPlay();
+    });
+    h.on(Hls.Events.LEVEL_SWITCHED, (_ev, data) => {
+      if (h !== hls) return;
+      const l = h.levels && h.levels[data.level];
+      pushBounded(stats.levelSwitches, { t: Date.now(), level: data.level, width: l ? l.width || null : null,
+        height: l ? l.height || null : null, bitrate: l ? l.bitrate || null : null }, MAX_EVENTS);
+    });
     h.on(Hls.Events.ERROR, (_ev, data) => {
       if (h !== hls) return;
       if (data.details === Hls.ErrorDetails.BUFFER_STALLED_ERROR) enterStall("hls.js buffer stalled");
@@ -270,33 +314,37 @@
       } else {
         h.destroy();
         hls = null;
-        retryTimer = setTimeout(() => play(key, false), RETRY_MS);
+        retryTimer = setTimeout(() => play(key, false, src), RETRY_MS);
       }
     });
-    h.loadSource(playlistUrl(key));
+    h.loadSource(src);
     h.attachMedia(video);
   }
 
-  function startNative(key) {
+  function startNative(src) {
     stats.engine = "native";
-    video.src = playlistUrl(key);
+    video.src = src;
     tryPlay();
   }
 
-  function play(key, fresh = true) {
+  // key: the stream (a label when src is given); src: an absolute playlist URL from
+  // checkSrc(), or null for the key's own playlist.
+  function play(key, fresh = true, src = null) {
     stop();
     if (fresh) resetStats(key);
+    source = src || playlistUrl(key);
+    stats.src = new URL(source, location.href).href;
     $("player").hidden = false;
     video.muted = true;
-    if (window.Hls && Hls.isSupported()) startHls(key);
-    else if (video.canPlayType("application/vnd.apple.mpegurl")) startNative(key);
+    if (window.Hls && Hls.isSupported()) startHls(key, source);
+    else if (video.canPlayType("application/vnd.apple.mpegurl")) startNative(source);
     else recordError("unsupported", "this browser plays neither hls.js (MSE) nor HLS natively", true);
     markSelected();
     render();
   }
 
   function select(key, push) {
-    if (!KEY_RE.test(key) || key === stats.key) return;
+    if (!KEY_RE.test(key) || (key === stats.key && source === playlistUrl(key))) return;
     if (push) history.pushState({ key }, "", `?key=${encodeURIComponent(key)}`);
     play(key);
   }
@@ -372,6 +420,38 @@
   refreshList();
   setInterval(refreshList, LIST_EVERY_MS);
   setInterval(sample, SAMPLE_EVERY_MS);
-  const first = new URLSearchParams(location.search).get("key");
-  if (first && KEY_RE.test(first)) select(first, false);
+  const query = new URLSearchParams(location.search);
+  const first = query.get("key");
+  if (query.has("src")) {
+    // ?src=URL[&key=LABEL]: the label names the stream in the stats (default: the KEY
+    // of a /live/KEY/ URL).
+    const src = checkSrc(query.get("src"));
+    if (src) play(first && KEY_RE.test(first) ? first : keyOfSrc(src) || "src", true, src);
+    else {
+      resetStats(null);
+      $("player").hidden = false;
+      recordError("src", "src= must be an http(s) URL of an .m3u8 playlist", true);
+    }
+  } else if (first && KEY_RE.test(first)) select(first, false);
+
+  // ---- test hooks ----------------------------------------------------------------------
+  // window.vidControl, for tests and the console: steer hls.js's ABR. Each call is logged
+  // in vidStats.controls; the result says whether hls.js was there to take it.
+  function control(action, value, apply) {
+    pushBounded(stats.controls, { t: Date.now(), action, value }, MAX_EVENTS);
+    if (!hls) return false;
+    apply(hls);
+    stats.autoLevelCapping = hls.autoLevelCapping;
+    return true;
+  }
+  window.vidControl = {
+    // The highest level ABR may choose (hls.levels index, lowest bit rate first); -1 lifts the cap.
+    capLevel: (n) => control("capLevel", Number(n), (h) => {
+      h.autoLevelCapping = Number.isInteger(Number(n)) && Number(n) >= -1 ? Number(n) : -1;
+    }),
+    uncap: () => control("uncap", -1, (h) => {
+      h.autoLevelCapping = -1;
+    }),
+    levels: () => stats.levels.slice(),
+  };
 })();

@@ -7,6 +7,12 @@
 //   node tests/tools/play.js --url http://127.0.0.1:PORT/ --list-key KEY
 //        (only waits for KEY's row in the page's stream list and reports the list's text)
 //   --no-hlsjs: answer 404 for vendor/hls.min.js, so the page uses the browser's own HLS
+//   --at SECONDS:EXPR (repeatable): evaluate EXPR in the page SECONDS after playback
+//        started, e.g. --at 8:'window.vidControl.capLevel(0)'; reported in "actions"
+//   --mse-type TYPE (repeatable): report MediaSource.isTypeSupported(TYPE) in "mseTypes"
+//        once the page loaded; when one is false, stop there ("unsupported" says which)
+//   --load-only SECONDS: load the page, wait SECONDS and report vidStats without waiting
+//        for playback (for pages that are meant not to play)
 //
 // playwright-core comes from tests/browser (npm ci --prefix tests/browser); the browser
 // is the system's Chromium: playwright never downloads one here.
@@ -19,7 +25,7 @@ const path = require("path");
 const { chromium } = require(path.join(__dirname, "..", "browser", "node_modules", "playwright-core"));
 
 function parseArgs(argv) {
-  const o = { seconds: 30, startupTimeout: 60, chromium: "/usr/bin/chromium", screenshot: null, url: null, listKey: null, noHlsjs: false };
+  const o = { seconds: 30, startupTimeout: 60, chromium: "/usr/bin/chromium", screenshot: null, url: null, listKey: null, noHlsjs: false, at: [], mseTypes: [], loadOnly: null };
   for (let i = 2; i < argv.length; i++) {
     const a = argv[i];
     const v = () => {
@@ -33,6 +39,12 @@ function parseArgs(argv) {
     else if (a === "--chromium") o.chromium = v();
     else if (a === "--list-key") o.listKey = v();
     else if (a === "--no-hlsjs") o.noHlsjs = true;
+    else if (a === "--at") {
+      const m = /^([0-9]+(?:\.[0-9]+)?):([\s\S]+)$/.exec(v());
+      if (!m) throw new Error("--at wants SECONDS:EXPR");
+      o.at.push({ at: Number(m[1]), expr: m[2] });
+    } else if (a === "--mse-type") o.mseTypes.push(v());
+    else if (a === "--load-only") o.loadOnly = Number(v());
     else throw new Error(`unknown argument ${a}`);
   }
   if (!o.url) throw new Error("--url is required");
@@ -72,6 +84,9 @@ async function main() {
     screenshot: null,
     videoBox: null,
     list: null, // --list-key: the rows of the stream table, as text per cell
+    actions: [], // --at: {at, expr, t, currentTime, result, error}
+    mseTypes: null, // --mse-type: {TYPE: isTypeSupported}
+    unsupported: null, // --mse-type: the first TYPE that is not supported
     error: null,
   };
   const pushRequest = (r) => {
@@ -104,7 +119,7 @@ async function main() {
       try {
         size = (await r.sizes()).responseBodySize;
       } catch (_) {}
-      pushRequest({ t: Math.round(t.startTime + t.responseEnd), url: u.pathname + u.search, status: resp ? resp.status() : null,
+      pushRequest({ t: Math.round(t.startTime + t.responseEnd), host: u.host, url: u.pathname + u.search, status: resp ? resp.status() : null,
         ms: Math.round(t.responseEnd), size });
     });
     page.on("requestfailed", (r) => {
@@ -116,7 +131,22 @@ async function main() {
     const t0 = Date.now();
     await page.goto(opt.url, { waitUntil: "load", timeout: opt.startupTimeout * 1000 });
     if (!out.browser) out.browser = await page.evaluate(() => navigator.userAgent);
-    if (opt.listKey) {
+    if (opt.mseTypes.length) {
+      out.mseTypes = await page.evaluate((types) => {
+        const ok = {};
+        for (const t of types) ok[t] = !!(window.MediaSource && MediaSource.isTypeSupported(t));
+        return ok;
+      }, opt.mseTypes);
+      out.unsupported = opt.mseTypes.find((t) => !out.mseTypes[t]) || null;
+    }
+    if (out.unsupported) {
+      // nothing to play: the caller skips
+    } else if (opt.loadOnly !== null) {
+      await page.waitForTimeout(opt.loadOnly * 1000);
+      out.stats = await page.evaluate(() => (window.vidStats ? JSON.parse(JSON.stringify(window.vidStats)) : null));
+      out.playerHidden = await page.locator("#player").isHidden();
+      out.errorText = await page.locator("#s-error").textContent();
+    } else if (opt.listKey) {
       await page.waitForSelector(`#streams tr[data-key="${opt.listKey}"]`, { timeout: opt.startupTimeout * 1000 });
       out.startupSeconds = (Date.now() - t0) / 1000;
       out.list = await page.$$eval("#streams tr", (rows) => rows.map((r) => Array.from(r.cells, (c) => c.textContent)));
@@ -140,13 +170,37 @@ async function main() {
             latency: s.latencyNow,
             wall: s.wallLatencyNow,
             buffer: s.buffer,
+            level: s.level ? s.level.index : null,
+            resolution: s.level ? s.level.resolution : null,
           };
         });
       out.samples.push(await sample());
-      const end = Date.now() + opt.seconds * 1000;
+      const started = Date.now();
+      const end = started + opt.seconds * 1000;
+      const pending = opt.at.slice().sort((a, b) => a.at - b.at);
+      let nextSample = started + 1000;
       while (Date.now() < end) {
-        await page.waitForTimeout(Math.min(1000, Math.max(0, end - Date.now())));
-        out.samples.push(await sample());
+        const nextAction = pending.length ? started + pending[0].at * 1000 : Infinity;
+        await page.waitForTimeout(Math.max(0, Math.min(nextSample, nextAction, end) - Date.now()));
+        while (pending.length && Date.now() >= started + pending[0].at * 1000) {
+          const a = pending.shift();
+          const done = { at: a.at, expr: a.expr, t: Date.now(), currentTime: null, result: null, error: null };
+          try {
+            const r = await page.evaluate(
+              (expr) => ({ result: JSON.parse(JSON.stringify((0, eval)(expr)) ?? "null"), currentTime: window.vidStats.currentTime }),
+              a.expr);
+            done.result = r.result;
+            done.currentTime = r.currentTime;
+          } catch (e) {
+            done.error = String(e).slice(0, 500);
+          }
+          out.actions.push(done);
+          process.stderr.write(`play.js: at ${a.at}: ${a.expr}\n`);
+        }
+        if (Date.now() >= nextSample || Date.now() >= end) {
+          out.samples.push(await sample());
+          nextSample = Date.now() + 1000;
+        }
       }
       out.stats = await page.evaluate(() => JSON.parse(JSON.stringify(window.vidStats)));
       if (opt.screenshot) {
