@@ -11,23 +11,17 @@ target/player-<test>.json, the figures in target/browser-abr.json.
 import json
 import re
 import statistics
-import time
 import urllib.parse
 
 import pytest
 
 from conftest import ROOT, modern_ffmpeg, publish
 from test_cdn import edge_factory, edge_playlist  # noqa: F401 (a fixture)
-from test_player import STARTUP_TIMEOUT, browser, percentile, run_play, wait_live  # noqa: F401 (a fixture)
+from test_player import (START_GRACE_S, STARTUP_TIMEOUT, browser, early_stalls, percentile,  # noqa: F401 (a fixture)
+                         run_play, wait_live)
 
 REPORT = ROOT / "target" / "browser-abr.json"
 HEVC_PROBE = 'video/mp4; codecs="hvc1.1.6.L93.B0"'
-# Stalls that begin within this long after playback started are reported, not failed:
-# hls.js 1.7.4 sometimes starts on the segment in progress, loads its first parts and
-# then skips the next one (a 1-2 s stall, then bufferSeekOverHole). Seen in 2 of 5 ABR
-# runs on a loaded machine, and in 1 of 3 runs of test_player.py's hls.js test with the
-# page and play.js as they were before ?src= existed. Every later stall fails the test.
-START_GRACE_S = 2.0
 
 
 def report(name, figures):
@@ -42,11 +36,6 @@ def context_of(out):
     stats = out.get("stats") or {}
     return json.dumps({k: out.get(k) for k in ("error", "startupSeconds", "pageErrors", "console", "actions")}
                       | {k: stats.get(k) for k in ("errors", "stallEvents", "levelSwitches", "videoSizes", "controls")})[:8000]
-
-
-def early_stalls(stats):
-    """Stalls that began within START_GRACE_S of the start (see there)."""
-    return [e for e in stats["stallEvents"] if e["t"] - stats["started"] <= START_GRACE_S * 1000]
 
 
 def check_clean_playback(out, seconds, min_fraction=0.75):

@@ -35,6 +35,19 @@ STARTUP_TIMEOUT = 60  # generous: a noisy 2-core machine can start Chromium slow
 LATENCY_LIMIT = 3.0  # seconds; the goal is <= 1.5 s (reported, not asserted)
 
 
+# Stalls that begin within this long after playback started are reported, not failed:
+# hls.js 1.7.4 sometimes starts on the segment in progress, loads its first parts and
+# then skips the next one (a 1-2 s stall, then bufferSeekOverHole). Seen in 2 of 5 ABR
+# runs on a loaded machine, and in 1 of 3 runs of test_player.py's hls.js test with the
+# page and play.js as they were before ?src= existed. Every later stall fails the test.
+START_GRACE_S = 2.0
+
+
+def early_stalls(stats):
+    """Stalls that began within START_GRACE_S of the start (see there)."""
+    return [e for e in stats["stallEvents"] if e["t"] - stats["started"] <= START_GRACE_S * 1000]
+
+
 def _skip(reason):
     print(f"SKIP test_player: {reason}")
     pytest.skip(reason)
@@ -225,8 +238,12 @@ def test_hlsjs_plays_live_with_low_latency(vid_factory, browser, tmp_path):
     advanced = stats["currentTime"] - samples[0]["currentTime"]
     assert advanced >= 25, (f"currentTime advanced only {advanced:.1f} s in {PLAY_SECONDS} s", context)
 
-    # Strict once playback started: not one stall, no fatal error, no page error.
-    assert stats["stalls"] == 0, ("stalls after the start", stats["stallEvents"], context)
+    # Strict once playback started (after the start-up grace, see START_GRACE_S): not one
+    # stall, no fatal error, no page error.
+    early = early_stalls(stats)
+    if early:
+        print(f"note: {len(early)} stall(s) within {START_GRACE_S} s of the start: {early}")
+    assert stats["stalls"] == len(early), ("stalls after the start", stats["stallEvents"], context)
     assert stats["fatalErrors"] == 0 and not any(e["fatal"] for e in stats["errors"]), context
     assert not out["pageErrors"], out["pageErrors"]
 
