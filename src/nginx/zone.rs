@@ -9,7 +9,7 @@ use core::ffi::c_void;
 use core::{mem, ptr, slice};
 
 use nginx_sys::{
-    ngx_int_t, ngx_shm_zone_t, ngx_shmtx_lock, ngx_shmtx_unlock, ngx_slab_calloc, ngx_slab_pool_t,
+    ngx_int_t, ngx_shm_zone_t, ngx_shmtx_lock, ngx_shmtx_unlock, ngx_slab_alloc, ngx_slab_calloc, ngx_slab_pool_t,
     NGX_ERROR, NGX_LOG_EMERG, NGX_LOG_NOTICE, NGX_OK,
 };
 
@@ -18,7 +18,8 @@ use std::collections::HashMap;
 
 use crate::store::{StreamIndex, StreamState, Table};
 
-const MAGIC: u64 = 0x7669_645f_7a6f_6e65; // "vid_zone"
+/// "vid_zon2": bumped whenever `Header` changes, so a reload never reuses an old layout.
+const MAGIC: u64 = 0x7669_645f_7a6f_6e32;
 
 #[repr(C)]
 struct Header {
@@ -29,6 +30,8 @@ struct Header {
     /// When some worker last swept the table: one sweep per interval per zone, whatever
     /// the number of workers.
     last_sweep_ms: i64,
+    /// Slots ever used (they are taken lowest first): lookups and sweeps stop here.
+    high_water: usize,
 }
 
 /// `ngx_shm_zone_t.init` for vid zones.
@@ -52,7 +55,9 @@ pub unsafe extern "C" fn init(shm_zone: *mut ngx_shm_zone_t, data: *mut c_void) 
     // Find the largest table that fits; failed tries are expected, not worth a log line.
     (*sp).set_log_nomem(0);
     while n > 0 {
-        slots = ngx_slab_calloc(sp, n * mem::size_of::<StreamIndex>()) as *mut StreamIndex;
+        // Not zeroed, and so not touched: slots above the high-water mark are never read,
+        // and a slot is written whole (zeroed) when first claimed.
+        slots = ngx_slab_alloc(sp, n * mem::size_of::<StreamIndex>()) as *mut StreamIndex;
         if !slots.is_null() {
             break;
         }
@@ -75,6 +80,7 @@ pub unsafe extern "C" fn init(shm_zone: *mut ngx_shm_zone_t, data: *mut c_void) 
         nslots: n,
         slots,
         last_sweep_ms: 0,
+        high_water: 0,
     };
     (*sp).data = hdr.cast();
     zone.data = hdr.cast();
@@ -130,7 +136,7 @@ impl Zone {
             ngx_shmtx_lock(&mut (*sp).mutex);
             let _unlock = Unlock(sp);
             let slots = slice::from_raw_parts_mut(hdr.slots, hdr.nslots);
-            let mut table = Table::new(slots);
+            let mut table = Table::with_high_water(slots, &mut hdr.high_water);
             Some(f(&mut hdr.last_sweep_ms, &mut table))
         }
     }

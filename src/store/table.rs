@@ -45,24 +45,51 @@ impl std::fmt::Display for ClaimError {
 impl std::error::Error for ClaimError {}
 
 /// The stream slots of the shared zone.
+///
+/// Slots are taken lowest first and a table remembers how many it has ever used (its
+/// high-water mark), so lookups and sweeps touch only those: a zone sized for thousands
+/// of streams costs what the streams it really holds cost. (Each slot is ~16 KB; walking
+/// every one of a 64 MB zone would touch thousands of pages per sweep.)
 pub struct Table<'a> {
     slots: &'a mut [StreamIndex],
+    used: usize,
+    high_water: Option<&'a mut usize>,
 }
 
 impl<'a> Table<'a> {
+    /// A table over every slot given.
     pub fn new(slots: &'a mut [StreamIndex]) -> Self {
-        Table { slots }
+        let used = slots.len();
+        Table {
+            slots,
+            used,
+            high_water: None,
+        }
+    }
+
+    /// A table whose slots past `*high_water` have never been used; claims raise it.
+    pub fn with_high_water(slots: &'a mut [StreamIndex], high_water: &'a mut usize) -> Self {
+        let used = (*high_water).min(slots.len());
+        Table {
+            slots,
+            used,
+            high_water: Some(high_water),
+        }
+    }
+
+    fn used(&self) -> &[StreamIndex] {
+        &self.slots[..self.used]
     }
 
     fn position(&self, key: &str) -> Option<usize> {
-        self.slots
+        self.used()
             .iter()
             .position(|s| s.state() != StreamState::Free && s.key() == key)
     }
 
-    /// Every slot, free ones included.
+    /// Every slot ever used, free ones included.
     pub fn iter(&self) -> impl Iterator<Item = &StreamIndex> + '_ {
-        self.slots.iter()
+        self.used().iter()
     }
 
     /// The slot number of `key`, if it has one.
@@ -120,11 +147,17 @@ impl<'a> Table<'a> {
                 slot: i,
             });
         }
-        let i = self
-            .slots
-            .iter()
-            .position(|s| s.is_free())
-            .ok_or(ClaimError::Full)?;
+        let i = match self.used().iter().position(|s| s.is_free()) {
+            Some(i) => i,
+            None if self.used < self.slots.len() => {
+                self.used += 1;
+                if let Some(hw) = self.high_water.as_deref_mut() {
+                    *hw = self.used;
+                }
+                self.used - 1
+            }
+            None => return Err(ClaimError::Full),
+        };
         let s = &mut self.slots[i];
         // A new stream's media names never repeat an earlier session's, even one of the
         // same key long gone from this origin but still in some cache: numbering starts
@@ -154,7 +187,7 @@ impl<'a> Table<'a> {
     /// of freed slots, to delete.
     pub fn sweep(&mut self, now_ms: i64, stale_ms: i64) -> Vec<String> {
         let mut dirs = Vec::new();
-        for s in self.slots.iter_mut() {
+        for s in self.slots[..self.used].iter_mut() {
             match s.state() {
                 StreamState::Free => {}
                 StreamState::Live => {

@@ -554,3 +554,33 @@ fn fresh_streams_number_media_from_the_clock() {
     assert!(b.first_msn > last_msn_of_a);
     assert!(b.first_init_version > a.first_init_version);
 }
+
+#[test]
+fn high_water_bounds_lookups_and_sweeps() {
+    let mut slots = vec![StreamIndex::ZERO; 64];
+    let mut hw = 0usize;
+    let s = StreamSettings::default();
+    {
+        let mut t = Table::with_high_water(&mut slots, &mut hw);
+        assert!(t.find("a").is_none());
+        t.claim("a", "/d/a", &s, 1, 0).unwrap();
+        t.claim("b", "/d/b", &s, 1, 0).unwrap();
+    }
+    assert_eq!(hw, 2, "slots are taken lowest first");
+    {
+        let mut t = Table::with_high_water(&mut slots, &mut hw);
+        assert_eq!(t.iter().count(), 2);
+        assert_eq!(t.find_slot("b"), Some(1));
+        // A freed slot is reused before the mark moves.
+        t.slot_mut(0).unwrap().end(0);
+        assert_eq!(t.sweep(10_000_000, 1_000_000).len(), 1);
+        assert_eq!(t.claim("c", "/d/c", &s, 1, 10_000_000).unwrap().slot, 0);
+    }
+    assert_eq!(hw, 2);
+    // Full when every slot up to the end is taken.
+    let mut small = vec![StreamIndex::ZERO; 1];
+    let mut hw = 0usize;
+    let mut t = Table::with_high_water(&mut small, &mut hw);
+    t.claim("x", "/d/x", &s, 1, 0).unwrap();
+    assert_eq!(t.claim("y", "/d/y", &s, 1, 0), Err(ClaimError::Full));
+}
