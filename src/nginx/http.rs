@@ -506,23 +506,28 @@ unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
             send_text(r, PLAYLIST_TYPE, body.as_bytes(), max_age)
         }
         _ => {
+            // Media is gated by the index: the file of the segment being built already
+            // exists (its parts are appended to it) but is not a segment until listed.
             let found = zone.with_stream(key, |i| {
-                let hinted = match media {
-                    MediaFile::Part { msn, part } if low_latency => {
-                        i.part(msn, part).is_none() && i.next_part() == Some((msn, part))
-                    }
-                    _ => false,
+                let avail = match media {
+                    MediaFile::Part { msn, part } => match i.part_range(msn, part) {
+                        Some(range) => Avail::Range(range),
+                        None if low_latency && i.next_part() == Some((msn, part)) => Avail::Hinted,
+                        None => Avail::No,
+                    },
+                    MediaFile::Segment { msn } if i.segment(msn).is_none() => Avail::No,
+                    _ => Avail::Whole,
                 };
                 (
                     i.dir().to_owned(),
                     i.has_video(),
-                    hinted,
+                    avail,
                     hold_limit_ms(i),
                     i.generation(),
                     playlist::max_age_error(i, false),
                 )
             });
-            let Some((dir, has_video, hinted, limit, generation, td)) = found else {
+            let Some((dir, has_video, avail, limit, generation, td)) = found else {
                 return error(r, NGX_HTTP_NOT_FOUND, 1);
             };
             let ct: &'static str = match media {
@@ -530,25 +535,47 @@ unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
                 _ if has_video => "video/mp4",
                 _ => "audio/mp4",
             };
-            let path = format!("{dir}/{file}");
-            match media {
+            // A part lives in its segment's file.
+            let path = match media {
+                MediaFile::Part { msn, .. } => {
+                    format!("{dir}/{}", MediaFile::Segment { msn }.name())
+                }
+                _ => format!("{dir}/{file}"),
+            };
+            let rc = match (avail, media) {
+                (Avail::No, _) => NGX_HTTP_NOT_FOUND as ngx_int_t,
                 // The preload-hinted part: hold the GET until the whole part exists.
-                MediaFile::Part { msn, part } if hinted => {
+                (Avail::Hinted, MediaFile::Part { msn, part }) => {
                     let want = Want::Part {
                         msn,
                         part,
                         path,
                         content_type: ct,
                     };
-                    wait::hold(r, zone, key, want, now_ms() + limit, generation)
+                    return wait::hold(r, zone, key, want, now_ms() + limit, generation);
                 }
-                _ => match send_file(r, &path, ct) {
-                    rc if rc == NGX_HTTP_NOT_FOUND as ngx_int_t => error(r, NGX_HTTP_NOT_FOUND, td),
-                    rc => rc,
-                },
+                (Avail::Range(range), _) => send_file(r, &path, ct, Some(range)),
+                _ => send_file(r, &path, ct, None),
+            };
+            if rc == NGX_HTTP_NOT_FOUND as ngx_int_t {
+                return error(r, NGX_HTTP_NOT_FOUND, td);
             }
+            rc
         }
     }
+}
+
+/// What the index says of a requested media file.
+#[derive(Clone, Copy)]
+enum Avail {
+    /// Not (or no longer, or not yet) a resource of the stream.
+    No,
+    /// The next part, announced by the preload hint.
+    Hinted,
+    /// A part: (offset, length) in its segment's file.
+    Range((u64, u64)),
+    /// A whole file (segment, init section, TS segment).
+    Whole,
 }
 
 const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
@@ -691,10 +718,12 @@ unsafe fn set_content_type(r: *mut ngx_http_request_t, ct: &'static str) {
     (*r).headers_out.content_type_lowcase = ptr::null_mut();
 }
 
+/// Send a file, or the byte range `(offset, length)` of it, with sendfile.
 pub(super) unsafe fn send_file(
     r: *mut ngx_http_request_t,
     path: &str,
     content_type: &'static str,
+    range: Option<(u64, u64)>,
 ) -> ngx_int_t {
     let log = (*(*r).connection).log;
     let file = match std::fs::File::open(path) {
@@ -736,10 +765,27 @@ pub(super) unsafe fn send_file(
     (*clnf).name = name;
     (*clnf).log = log;
 
-    let size = meta.len() as i64;
+    let (start, size) = match range {
+        Some((offset, len)) => {
+            if offset.saturating_add(len) > meta.len() {
+                ngx_log_error!(
+                    NGX_LOG_ERR,
+                    log,
+                    "hls_live: \"{}\" is shorter than its index says",
+                    path
+                );
+                return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+            }
+            (offset as i64, len as i64)
+        }
+        None => {
+            // Only whole files have a stable modification time.
+            (*r).headers_out.last_modified_time = meta.mtime();
+            (0, meta.len() as i64)
+        }
+    };
     (*r).headers_out.status = NGX_HTTP_OK as ngx_uint_t;
     (*r).headers_out.content_length_n = size;
-    (*r).headers_out.last_modified_time = meta.mtime();
     set_content_type(r, content_type);
     set_cache_control(r, 86_400);
     (*r).set_allow_ranges(1);
@@ -759,8 +805,8 @@ pub(super) unsafe fn send_file(
     };
     (*f).log = log;
     (*b).file = f;
-    (*b).file_pos = 0;
-    (*b).file_last = size;
+    (*b).file_pos = start;
+    (*b).file_last = start + size;
     (*b).set_in_file(if size > 0 { 1 } else { 0 });
     finish_buf(r, b)
 }

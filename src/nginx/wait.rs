@@ -267,8 +267,14 @@ unsafe fn release(w: Waiter, verdict: Verdict, idx: &StreamIndex) {
                 )
             }
             Want::Part {
-                path, content_type, ..
-            } => http::send_file(r, path, content_type),
+                msn,
+                part,
+                path,
+                content_type,
+            } => match idx.part_range(*msn, *part) {
+                Some(range) => http::send_file(r, path, content_type, Some(range)),
+                None => NGX_HTTP_NOT_FOUND as ngx_int_t,
+            },
         },
         // Error lifetimes per the delivery rules: a blocking playlist 404 is cached
         // 4 × TD, any other blocking error 1 × TD.

@@ -18,6 +18,10 @@ use crate::segmenter::Output;
 pub struct StreamDir {
     dir: PathBuf,
     files: BTreeSet<MediaFile>,
+    /// The segment being built: its parts are appended to `{msn}.m4s` as they come, and
+    /// a part is served as its byte range of that file (see
+    /// [`StreamIndex::part_range`]), so one file per segment holds the media once.
+    building: Option<(u64, fs::File)>,
 }
 
 impl StreamDir {
@@ -53,6 +57,7 @@ impl StreamDir {
         Ok(StreamDir {
             dir: dir.to_path_buf(),
             files,
+            building: None,
         })
     }
 
@@ -82,25 +87,45 @@ impl StreamDir {
         result
     }
 
-    /// Writes the file of one segmenter output.
+    /// Writes one segmenter output: a part is appended to its segment's file (the index
+    /// lists it only afterwards, and the segment only once complete); a segment whose
+    /// parts were appended is then complete as it stands; init sections and TS segments
+    /// are written whole, atomically.
     pub fn write(&mut self, out: &Output) -> io::Result<()> {
         let (file, data) = match out {
+            Output::Part { msn, data, .. } => return self.append_part(*msn, data),
+            Output::Segment { msn, data, .. } => {
+                if let Some((building, _)) = &self.building {
+                    if building == msn {
+                        self.building = None;
+                        return Ok(());
+                    }
+                }
+                (MediaFile::Segment { msn: *msn }, data)
+            }
             Output::Init { version, data, .. } => (MediaFile::Init { version: *version }, data),
-            Output::Part {
-                msn, part, data, ..
-            } => (
-                MediaFile::Part {
-                    msn: *msn,
-                    part: *part,
-                },
-                data,
-            ),
-            Output::Segment { msn, data, .. } => (MediaFile::Segment { msn: *msn }, data),
             Output::TsSegment { msn, data, .. } => (MediaFile::TsSegment { msn: *msn }, data),
         };
         self.write_atomic(&file.name(), data)?;
         self.files.insert(file);
         Ok(())
+    }
+
+    fn append_part(&mut self, msn: u64, data: &[u8]) -> io::Result<()> {
+        if self.building.as_ref().is_none_or(|(m, _)| *m != msn) {
+            let path = self.dir.join(MediaFile::Segment { msn }.name());
+            let f = match create_file(&path) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    fs::create_dir_all(&self.dir)?;
+                    create_file(&path)?
+                }
+                r => r?,
+            };
+            self.files.insert(MediaFile::Segment { msn });
+            self.building = Some((msn, f));
+        }
+        let (_, f) = self.building.as_mut().expect("segment file");
+        f.write_all(data)
     }
 
     /// Deletes files no longer listed and past their availability: segments unlisted for

@@ -481,6 +481,23 @@ impl StreamIndex {
         self.parts().filter(move |p| p.msn == msn)
     }
 
+    /// Where part `part` of segment `msn` lies in the segment's file: (offset, length).
+    /// Parts are appended to the file in order, so the offset is the size of the ones
+    /// before it.
+    pub fn part_range(&self, msn: u64, part: u32) -> Option<(u64, u64)> {
+        let mut offset = 0u64;
+        for (i, p) in self.parts_of(msn).enumerate() {
+            if p.part != i as u32 {
+                return None; // earlier parts of this segment are no longer indexed
+            }
+            if p.part == part {
+                return Some((offset, p.bytes as u64));
+            }
+            offset += p.bytes as u64;
+        }
+        None
+    }
+
     pub fn part(&self, msn: u64, part: u32) -> Option<&PartEntry> {
         self.parts().rev().find(|p| p.msn == msn && p.part == part)
     }

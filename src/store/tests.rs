@@ -497,8 +497,12 @@ mod files {
             sd.sweep(&idx, now).unwrap();
             now += 2_000;
         }
-        assert_eq!(std::fs::read(d.join("15.m4s")).unwrap().len(), 30);
-        assert_eq!(std::fs::read(d.join("15.2.m4s")).unwrap().len(), 10);
+        // Parts are appended to their segment's file and served as ranges of it.
+        let seg15 = std::fs::read(d.join("15.m4s")).unwrap();
+        assert_eq!(seg15.len(), 30);
+        assert_eq!(idx.part_range(15, 2), Some((20, 10)));
+        assert_eq!(&seg15[20..30], &[2u8; 10][..], "part 2 lies at its range");
+        assert!(!d.join("15.2.m4s").exists(), "no file per part");
         assert_eq!(std::fs::read(d.join("15.ts")).unwrap().len(), 188);
         assert_eq!(std::fs::read(d.join("init2.mp4")).unwrap(), b"init");
         // Nothing listed or within its availability is gone.
@@ -516,11 +520,9 @@ mod files {
         sd.sweep(&idx, now + 30_000).unwrap();
         let left = names(&d);
         assert!(!left.contains(&"3.m4s".to_string()));
-        assert!(!left.contains(&"3.0.m4s".to_string()));
         assert!(!left.contains(&"3.ts".to_string()));
         assert!(left.contains(&"4.ts".to_string()));
         assert!(left.contains(&"4.m4s".to_string()));
-        assert!(left.contains(&"4.2.m4s".to_string()));
         assert!(!left.iter().any(|n| n.ends_with(".tmp")));
         // A new writer adopts the files and removes stale temporaries.
         std::fs::write(d.join(".9.m4s.tmp"), b"half").unwrap();
