@@ -69,6 +69,7 @@ def main():
     ]
     results = {label: [] for label, _ in cases}
     with tempfile.TemporaryDirectory(prefix="vid-bench-codecs-") as workdir:
+        os.chmod(workdir, 0o755)  # workers run as nobody when started as root
         for _ in range(args.repeat):
             for label, kw in cases:
                 results[label].append(measure(label, args.publishers, args.seconds, workdir=workdir, **kw))
