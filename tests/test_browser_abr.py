@@ -247,3 +247,25 @@ def test_play_through_edge_from_origin_page(vid_factory, edge_factory, browser):
           f"(wall clock median {figures['median_wall_latency']} s), {figures['requests']} requests, "
           f"startup {figures['startup_seconds']} s")
     assert figures["median_latency"] < 3.0, figures
+
+
+# ---- MPEG-TS -----------------------------------------------------------------------------
+
+TS_SECONDS = 12
+
+
+def test_hlsjs_plays_the_mpegts_rendition(vid_factory, browser):
+    """The legacy rendition (hls_live_ts on, location /ts/) plays in hls.js too."""
+    vid = vid_factory(segment="1s", part="200ms", window=6, ts=True)
+    pub = publish(vid.rtmp_url("legacy"), seconds=STARTUP_TIMEOUT + TS_SECONDS + 30, rate=30, gop=30)
+    try:
+        wait_live(vid, "legacy", segments=3)
+        src = "/ts/legacy/index.m3u8"
+        out, _ = run_play(browser, vid.url("/?key=legacy&src=" + urllib.parse.quote(src, safe="")),
+                          "--seconds", str(TS_SECONDS), timeout=STARTUP_TIMEOUT + TS_SECONDS + 60)
+    finally:
+        pub.kill()
+        pub.wait()
+    check_clean_playback(out, TS_SECONDS)
+    assert all(r["url"].endswith((".m3u8", ".ts")) for r in out["requests"] if "/ts/" in r["url"]), out["requests"][:5]
+    assert any(r["url"].endswith(".ts") for r in out["requests"]), "hls.js fetched MPEG-TS segments"

@@ -80,7 +80,7 @@ async function main() {
     console: [], // console errors and warnings of the page
     pageErrors: [],
     failedRequests: [],
-    requests: [], // the last MAX_REQUESTS /live/ requests: {t, url, status, ms, size}
+    requests: [], // the last MAX_REQUESTS /live/ and /ts/ requests: {t, url, status, ms, size}
     screenshot: null,
     videoBox: null,
     list: null, // --list-key: the rows of the stream table, as text per cell
@@ -112,7 +112,7 @@ async function main() {
     // Every media and playlist request with its timing: what to look at when a test fails.
     page.on("requestfinished", async (r) => {
       const u = new URL(r.url());
-      if (!u.pathname.startsWith("/live/")) return;
+      if (!/^\/(live|ts)\//.test(u.pathname)) return;
       const resp = await r.response().catch(() => null);
       const t = r.timing();
       let size = null;
