@@ -35,7 +35,7 @@ use ngx::ngx_log_error;
 use super::stream::zone_add;
 use super::wait::{self, Want};
 use super::zone::Zone;
-use super::{conf_ok, now_ms, NGX_CONF_ERROR, NGX_CONF_UNSET, NGX_CONF_UNSET_UINT};
+use super::{command, conf_ok, now_ms, NGX_CONF_ERROR, NGX_CONF_UNSET, NGX_CONF_UNSET_UINT};
 use crate::playlist::{self, Blocking, Format, MediaRequest, RenditionReport};
 use crate::store::index::StreamIndex;
 use crate::store::names::{self, MediaFile};
@@ -76,40 +76,34 @@ static mut FORMATS: [ngx_conf_enum_t; 3] = [
 ];
 
 static mut COMMANDS: [ngx_command_t; 7] = [
-    ngx_command_t {
-        name: ngx::ngx_string!("hls_live_variants"),
-        type_: (NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_1MORE)
-            as ngx_uint_t,
-        set: Some(set_variants),
-        conf: NGX_HTTP_LOC_CONF_OFFSET,
-        offset: 0,
-        post: ptr::null_mut(),
-    },
-    ngx_command_t {
-        name: ngx::ngx_string!("hls_live_streams"),
-        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS) as ngx_uint_t,
-        set: Some(set_hls_live_streams),
-        conf: NGX_HTTP_LOC_CONF_OFFSET,
-        offset: 0,
-        post: ptr::null_mut(),
-    },
-    ngx_command_t {
-        name: ngx::ngx_string!("hls_live"),
-        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_FLAG) as ngx_uint_t,
-        set: Some(set_hls_live),
-        conf: NGX_HTTP_LOC_CONF_OFFSET,
-        offset: core::mem::offset_of!(LocConf, enable),
-        post: ptr::null_mut(),
-    },
-    ngx_command_t {
-        name: ngx::ngx_string!("hls_live_low_latency"),
-        type_: (NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_FLAG)
-            as ngx_uint_t,
-        set: Some(ngx_conf_set_flag_slot),
-        conf: NGX_HTTP_LOC_CONF_OFFSET,
-        offset: core::mem::offset_of!(LocConf, low_latency),
-        post: ptr::null_mut(),
-    },
+    command(
+        ngx::ngx_string!("hls_live_variants"),
+        NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_1MORE,
+        set_variants,
+        NGX_HTTP_LOC_CONF_OFFSET,
+        0,
+    ),
+    command(
+        ngx::ngx_string!("hls_live_streams"),
+        NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
+        set_hls_live_streams,
+        NGX_HTTP_LOC_CONF_OFFSET,
+        0,
+    ),
+    command(
+        ngx::ngx_string!("hls_live"),
+        NGX_HTTP_LOC_CONF | NGX_CONF_FLAG,
+        set_hls_live,
+        NGX_HTTP_LOC_CONF_OFFSET,
+        core::mem::offset_of!(LocConf, enable),
+    ),
+    command(
+        ngx::ngx_string!("hls_live_low_latency"),
+        NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_FLAG,
+        ngx_conf_set_flag_slot,
+        NGX_HTTP_LOC_CONF_OFFSET,
+        core::mem::offset_of!(LocConf, low_latency),
+    ),
     ngx_command_t {
         name: ngx::ngx_string!("hls_live_format"),
         type_: (NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1)
@@ -119,15 +113,13 @@ static mut COMMANDS: [ngx_command_t; 7] = [
         offset: core::mem::offset_of!(LocConf, format),
         post: (&raw mut FORMATS).cast(),
     },
-    ngx_command_t {
-        name: ngx::ngx_string!("hls_live_zone"),
-        type_: (NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1)
-            as ngx_uint_t,
-        set: Some(ngx_conf_set_str_slot),
-        conf: NGX_HTTP_LOC_CONF_OFFSET,
-        offset: core::mem::offset_of!(LocConf, zone_name),
-        post: ptr::null_mut(),
-    },
+    command(
+        ngx::ngx_string!("hls_live_zone"),
+        NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
+        ngx_conf_set_str_slot,
+        NGX_HTTP_LOC_CONF_OFFSET,
+        core::mem::offset_of!(LocConf, zone_name),
+    ),
     ngx_command_t::empty(),
 ];
 

@@ -46,6 +46,30 @@ pub(crate) const NGX_CONF_UNSET_UINT: ngx_uint_t = ngx_uint_t::MAX;
 pub(crate) const NGX_CONF_UNSET_MSEC: ngx_msec_t = ngx_msec_t::MAX;
 pub(crate) const NGX_CONF_UNSET_SIZE: usize = usize::MAX;
 
+type SetHandler = unsafe extern "C" fn(
+    *mut nginx_sys::ngx_conf_t,
+    *mut nginx_sys::ngx_command_t,
+    *mut core::ffi::c_void,
+) -> *mut c_char;
+
+/// One entry of a directive table (no `post` handler).
+pub(crate) const fn command(
+    name: nginx_sys::ngx_str_t,
+    type_: u32,
+    set: SetHandler,
+    conf: usize,
+    offset: usize,
+) -> nginx_sys::ngx_command_t {
+    nginx_sys::ngx_command_t {
+        name,
+        type_: type_ as ngx_uint_t,
+        set: Some(set),
+        conf,
+        offset,
+        post: core::ptr::null_mut(),
+    }
+}
+
 pub(crate) fn conf_ok() -> *mut c_char {
     core::ptr::null_mut()
 }

@@ -25,8 +25,8 @@ use ngx::{ngx_conf_log_error, ngx_log_error};
 
 use super::zone::{self, Zone};
 use super::{
-    conf_ok, now_ms, NGX_CONF_ERROR, NGX_CONF_UNSET, NGX_CONF_UNSET_MSEC, NGX_CONF_UNSET_SIZE,
-    NGX_CONF_UNSET_UINT,
+    command, conf_ok, now_ms, NGX_CONF_ERROR, NGX_CONF_UNSET, NGX_CONF_UNSET_MSEC,
+    NGX_CONF_UNSET_SIZE, NGX_CONF_UNSET_UINT,
 };
 use crate::ingest::{Connection, IngestConfig, LogLevel};
 
@@ -45,78 +45,69 @@ pub struct SrvConf {
 }
 
 static mut COMMANDS: [ngx_command_t; 10] = [
-    ngx_command_t {
-        name: ngx::ngx_string!("hls_live_zone"),
-        type_: (NGX_STREAM_MAIN_CONF | NGX_CONF_TAKE2) as ngx_uint_t,
-        set: Some(set_zone),
-        conf: 0,
-        offset: 0,
-        post: ptr::null_mut(),
-    },
-    ngx_command_t {
-        name: ngx::ngx_string!("rtmp_live"),
-        type_: (NGX_STREAM_SRV_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
-        set: Some(set_rtmp_live),
-        conf: NGX_STREAM_SRV_CONF_OFFSET,
-        offset: 0,
-        post: ptr::null_mut(),
-    },
-    ngx_command_t {
-        name: ngx::ngx_string!("hls_live_path"),
-        type_: (NGX_STREAM_MAIN_CONF | NGX_STREAM_SRV_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
-        set: Some(ngx_conf_set_str_slot),
-        conf: NGX_STREAM_SRV_CONF_OFFSET,
-        offset: core::mem::offset_of!(SrvConf, path),
-        post: ptr::null_mut(),
-    },
-    ngx_command_t {
-        name: ngx::ngx_string!("hls_live_segment"),
-        type_: (NGX_STREAM_MAIN_CONF | NGX_STREAM_SRV_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
-        set: Some(ngx_conf_set_msec_slot),
-        conf: NGX_STREAM_SRV_CONF_OFFSET,
-        offset: core::mem::offset_of!(SrvConf, segment),
-        post: ptr::null_mut(),
-    },
-    ngx_command_t {
-        name: ngx::ngx_string!("hls_live_part"),
-        type_: (NGX_STREAM_MAIN_CONF | NGX_STREAM_SRV_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
-        set: Some(ngx_conf_set_msec_slot),
-        conf: NGX_STREAM_SRV_CONF_OFFSET,
-        offset: core::mem::offset_of!(SrvConf, part),
-        post: ptr::null_mut(),
-    },
-    ngx_command_t {
-        name: ngx::ngx_string!("hls_live_window"),
-        type_: (NGX_STREAM_MAIN_CONF | NGX_STREAM_SRV_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
-        set: Some(ngx_conf_set_num_slot),
-        conf: NGX_STREAM_SRV_CONF_OFFSET,
-        offset: core::mem::offset_of!(SrvConf, window),
-        post: ptr::null_mut(),
-    },
-    ngx_command_t {
-        name: ngx::ngx_string!("rtmp_live_timeout"),
-        type_: (NGX_STREAM_MAIN_CONF | NGX_STREAM_SRV_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
-        set: Some(ngx_conf_set_msec_slot),
-        conf: NGX_STREAM_SRV_CONF_OFFSET,
-        offset: core::mem::offset_of!(SrvConf, timeout),
-        post: ptr::null_mut(),
-    },
-    ngx_command_t {
-        name: ngx::ngx_string!("rtmp_live_max_message"),
-        type_: (NGX_STREAM_MAIN_CONF | NGX_STREAM_SRV_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
-        set: Some(ngx_conf_set_size_slot),
-        conf: NGX_STREAM_SRV_CONF_OFFSET,
-        offset: core::mem::offset_of!(SrvConf, max_message),
-        post: ptr::null_mut(),
-    },
-    ngx_command_t {
-        name: ngx::ngx_string!("hls_live_ts"),
-        type_: (NGX_STREAM_MAIN_CONF | NGX_STREAM_SRV_CONF | NGX_CONF_FLAG) as ngx_uint_t,
-        set: Some(ngx_conf_set_flag_slot),
-        conf: NGX_STREAM_SRV_CONF_OFFSET,
-        offset: core::mem::offset_of!(SrvConf, ts),
-        post: ptr::null_mut(),
-    },
+    command(
+        ngx::ngx_string!("hls_live_zone"),
+        NGX_STREAM_MAIN_CONF | NGX_CONF_TAKE2,
+        set_zone,
+        0,
+        0,
+    ),
+    command(
+        ngx::ngx_string!("rtmp_live"),
+        NGX_STREAM_SRV_CONF | NGX_CONF_TAKE1,
+        set_rtmp_live,
+        NGX_STREAM_SRV_CONF_OFFSET,
+        0,
+    ),
+    command(
+        ngx::ngx_string!("hls_live_path"),
+        NGX_STREAM_MAIN_CONF | NGX_STREAM_SRV_CONF | NGX_CONF_TAKE1,
+        ngx_conf_set_str_slot,
+        NGX_STREAM_SRV_CONF_OFFSET,
+        core::mem::offset_of!(SrvConf, path),
+    ),
+    command(
+        ngx::ngx_string!("hls_live_segment"),
+        NGX_STREAM_MAIN_CONF | NGX_STREAM_SRV_CONF | NGX_CONF_TAKE1,
+        ngx_conf_set_msec_slot,
+        NGX_STREAM_SRV_CONF_OFFSET,
+        core::mem::offset_of!(SrvConf, segment),
+    ),
+    command(
+        ngx::ngx_string!("hls_live_part"),
+        NGX_STREAM_MAIN_CONF | NGX_STREAM_SRV_CONF | NGX_CONF_TAKE1,
+        ngx_conf_set_msec_slot,
+        NGX_STREAM_SRV_CONF_OFFSET,
+        core::mem::offset_of!(SrvConf, part),
+    ),
+    command(
+        ngx::ngx_string!("hls_live_window"),
+        NGX_STREAM_MAIN_CONF | NGX_STREAM_SRV_CONF | NGX_CONF_TAKE1,
+        ngx_conf_set_num_slot,
+        NGX_STREAM_SRV_CONF_OFFSET,
+        core::mem::offset_of!(SrvConf, window),
+    ),
+    command(
+        ngx::ngx_string!("rtmp_live_timeout"),
+        NGX_STREAM_MAIN_CONF | NGX_STREAM_SRV_CONF | NGX_CONF_TAKE1,
+        ngx_conf_set_msec_slot,
+        NGX_STREAM_SRV_CONF_OFFSET,
+        core::mem::offset_of!(SrvConf, timeout),
+    ),
+    command(
+        ngx::ngx_string!("rtmp_live_max_message"),
+        NGX_STREAM_MAIN_CONF | NGX_STREAM_SRV_CONF | NGX_CONF_TAKE1,
+        ngx_conf_set_size_slot,
+        NGX_STREAM_SRV_CONF_OFFSET,
+        core::mem::offset_of!(SrvConf, max_message),
+    ),
+    command(
+        ngx::ngx_string!("hls_live_ts"),
+        NGX_STREAM_MAIN_CONF | NGX_STREAM_SRV_CONF | NGX_CONF_FLAG,
+        ngx_conf_set_flag_slot,
+        NGX_STREAM_SRV_CONF_OFFSET,
+        core::mem::offset_of!(SrvConf, ts),
+    ),
     ngx_command_t::empty(),
 ];
 

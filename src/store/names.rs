@@ -2,8 +2,8 @@
 //! One place decides them, so ingest (which writes files) and HTTP (which serves them)
 //! can never disagree.
 
-/// Longest accepted stream key.
-pub const MAX_KEY_LEN: usize = 64;
+/// Longest accepted stream key (the index stores keys up to this length).
+pub use super::index::MAX_KEY_LEN;
 
 /// Stream keys are `[A-Za-z0-9_-]{1,64}`: nothing else can ever reach a path.
 pub fn valid_key(key: &str) -> bool {
