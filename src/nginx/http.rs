@@ -20,15 +20,16 @@ use std::rc::Rc;
 use nginx_sys::{
     ngx_array_create, ngx_array_push, ngx_array_t, ngx_buf_t, ngx_chain_t, ngx_command_t,
     ngx_conf_enum_t, ngx_conf_set_enum_slot, ngx_conf_set_flag_slot, ngx_conf_set_str_slot,
-    ngx_conf_t, ngx_create_temp_buf, ngx_file_t, ngx_flag_t, ngx_http_conf_ctx_t,
-    ngx_http_core_loc_conf_t, ngx_http_core_module, ngx_http_discard_request_body,
-    ngx_http_module_t, ngx_http_output_filter, ngx_http_request_t, ngx_http_send_header, ngx_int_t,
-    ngx_module_t, ngx_pcalloc, ngx_pnalloc, ngx_pool_cleanup_add, ngx_pool_cleanup_file,
-    ngx_pool_cleanup_file_t, ngx_shm_zone_t, ngx_str_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_FLAG,
-    NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_ERROR, NGX_HTTP_BAD_REQUEST, NGX_HTTP_GET, NGX_HTTP_HEAD,
-    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
-    NGX_HTTP_MAIN_CONF, NGX_HTTP_MODULE, NGX_HTTP_NOT_ALLOWED, NGX_HTTP_NOT_FOUND, NGX_HTTP_OK,
-    NGX_HTTP_SRV_CONF, NGX_LOG_ERR, NGX_LOG_INFO, NGX_OK,
+    ngx_conf_t, ngx_connection_tcp_nopush_e_NGX_TCP_NOPUSH_DISABLED, ngx_create_temp_buf,
+    ngx_file_t, ngx_flag_t, ngx_http_conf_ctx_t, ngx_http_core_loc_conf_t, ngx_http_core_module,
+    ngx_http_discard_request_body, ngx_http_module_t, ngx_http_output_filter, ngx_http_request_t,
+    ngx_http_send_header, ngx_int_t, ngx_module_t, ngx_pcalloc, ngx_pnalloc, ngx_pool_cleanup_add,
+    ngx_pool_cleanup_file, ngx_pool_cleanup_file_t, ngx_shm_zone_t, ngx_str_t, ngx_tcp_nodelay,
+    ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_ERROR,
+    NGX_HTTP_BAD_REQUEST, NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_INTERNAL_SERVER_ERROR,
+    NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MODULE,
+    NGX_HTTP_NOT_ALLOWED, NGX_HTTP_NOT_FOUND, NGX_HTTP_OK, NGX_HTTP_SRV_CONF, NGX_LOG_ERR,
+    NGX_LOG_INFO, NGX_OK,
 };
 use ngx::ngx_log_error;
 
@@ -364,6 +365,7 @@ unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
     if rc != NGX_OK as ngx_int_t {
         return rc;
     }
+    send_at_once(r);
     let conf = &*(*(*r).loc_conf.add(ngx_http_vid_module.ctx_index) as *const LocConf);
     let zone = Zone(conf.zone);
     let uri = (*r).uri.as_bytes();
@@ -655,6 +657,28 @@ thread_local! {
     /// rendition reports): every
     /// request between two index changes is answered with the same bytes, rendered once.
     static RENDERED: RefCell<HashMap<RenderKey, ((i64, u64, u64, u64), Rc<[u8]>)>> = RefCell::new(HashMap::new());
+}
+
+/// Every byte of an LL-HLS response leaves as soon as it is written.
+///
+/// With `sendfile on; tcp_nopush on;` nginx corks the socket around header + file and, on
+/// Linux, uncorks it afterwards without setting TCP_NODELAY, so the last short TCP segment
+/// of each body waits for the client's delayed ACK (~40 ms) once a keep-alive connection
+/// has left quick-ACK mode. A player fetching a part every PART-TARGET on one connection
+/// would pay that on most parts. vid's locations therefore never cork, and set
+/// TCP_NODELAY up front (unless `tcp_nodelay off`), as nginx itself does for keep-alive
+/// connections that never corked.
+unsafe fn send_at_once(r: *mut ngx_http_request_t) {
+    let c = (*r).connection;
+    // SAFETY: `r` is a live request, so its connection and core location conf are valid.
+    let clcf =
+        *(*r).loc_conf.add(ngx_http_core_module.ctx_index) as *const ngx_http_core_loc_conf_t;
+    (*c).set_tcp_nopush(ngx_connection_tcp_nopush_e_NGX_TCP_NOPUSH_DISABLED);
+    if (*clcf).tcp_nodelay != 0 {
+        // ngx_tcp_nodelay is a no-op for sockets that have it or cannot (unix sockets);
+        // a failure only means the old behaviour.
+        let _ = ngx_tcp_nodelay(c);
+    }
 }
 
 /// An error status whose response may be cached for `max_age` seconds.
