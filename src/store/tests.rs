@@ -35,6 +35,7 @@ pub(crate) fn init(version: u32) -> Output {
         data: Bytes::from_static(b"init"),
         video: Some(vcfg()),
         audio: Some(acfg()),
+        part_target_ms: 200,
     }
 }
 
@@ -70,6 +71,7 @@ pub(crate) fn segment(
         discontinuity: disc,
         init_version,
         video_frames: (dur * 30 / 1_000_000) as u32,
+        independent: true,
     });
     v
 }
