@@ -680,18 +680,29 @@ impl<M: Muxer> Segmenter<M> {
                 }),
             Leader::Audio => Some(self.audio_frame_samples() as f64),
         };
-        let cfg_ms = self.cfg.part_target_ms as f64;
+        // A part never exceeds the segment target, nor the TARGETDURATION a republish
+        // inherited (the part target of the new settings may not fit it).
+        let seg_ms = self
+            .cfg
+            .segment_target_ms
+            .min(self.target_duration_s().saturating_mul(1_000));
+        let part_cfg = self.cfg.part_target_ms.min(seg_ms);
+        let cfg_ms = part_cfg as f64;
         let (pt_ms, cut) = match frame_ticks {
             Some(fd) => {
                 let fd_ms = fd * 1_000.0 / ts;
                 let n = (cfg_ms / fd_ms - 1e-3).ceil().max(1.0);
-                let pt = ((n * fd_ms - 1e-3).ceil() as u32).max(self.cfg.part_target_ms);
-                (pt, ((n - 0.5) * fd).max(1.0) as u64)
+                let pt = ((n * fd_ms - 1e-3).ceil() as u32).max(part_cfg);
+                if pt <= seg_ms || n <= 1.0 {
+                    (pt, ((n - 0.5) * fd).max(1.0) as u64)
+                } else {
+                    // Rounding up would pass the segment target: round down instead.
+                    let n = (seg_ms as f64 / fd_ms + 1e-9).floor().max(1.0);
+                    (seg_ms, ((n - 0.5) * fd).max(1.0) as u64)
+                }
             }
-            None => (self.cfg.part_target_ms, 0),
+            None => (part_cfg, 0),
         };
-        // Never more than the segment target (a frame longer than that is a gap).
-        let pt_ms = pt_ms.min(self.cfg.segment_target_ms.max(self.cfg.part_target_ms));
         // The advertised target only grows within a publish (parts already listed).
         self.pt_adv_ms = self.pt_adv_ms.max(pt_ms);
         self.part_cut_ticks = cut;
