@@ -1517,3 +1517,56 @@ fn pdt_stays_near_the_arrival_time_when_the_publisher_bursts() {
     let tail: Vec<i64> = pdts[pdts.len() - 4..].to_vec();
     assert!(tail.windows(2).all(|w| (w[1] - w[0] - 2_000).abs() <= 5));
 }
+
+#[test]
+fn part_target_fits_an_inherited_target_duration() {
+    // Found by fuzzing. A republish inherits TARGETDURATION 1 while the settings now ask
+    // for 2048 ms parts and segments: parts and segments still fit TD + 0.499 s.
+    let cfg = SegmenterConfig {
+        segment_target_ms: 800,
+        part_target_ms: 2_048,
+        ts: false,
+    };
+    let rec = RecMuxer::default();
+    let mut seg = Segmenter::new(cfg, rec.clone(), 0, 1, false);
+    seg.set_target_duration(1);
+    let mut out = Vec::new();
+    seg.video_config(
+        VideoConfig {
+            frame_rate: Some(30.0),
+            ..vcfg(1)
+        },
+        &mut out,
+    );
+    for f in timeline(Some((30, 1)), 90, None, 8, 0, false) {
+        seg.push(f, 0, &mut out);
+    }
+    seg.finish(&mut out);
+    assert_eq!(seg.part_target_ms(), 1_000);
+    let r = Run_ { seg, rec, out };
+    check(&r, 1_000);
+
+    // Audio-only at 8 kHz (128 ms frames), same settings: 7 frames (896 ms) a part,
+    // not 8 (1024 ms).
+    let cfg = SegmenterConfig {
+        segment_target_ms: 600,
+        part_target_ms: 1_080,
+        ts: false,
+    };
+    let rec = RecMuxer::default();
+    let mut seg = Segmenter::new(cfg, rec.clone(), 0, 1, false);
+    seg.set_target_duration(1);
+    let mut out = Vec::new();
+    seg.audio_config(acfg(8_000), &mut out);
+    for f in timeline(None, 1, Some(8_000), 8, 0, false) {
+        seg.push(f, 0, &mut out);
+    }
+    seg.finish(&mut out);
+    assert_eq!(seg.part_target_ms(), 1_000);
+    let r = Run_ { seg, rec, out };
+    for o in &r.out {
+        if let Output::Part { duration_us, .. } = o {
+            assert!(*duration_us <= 1_000_000, "{duration_us}");
+        }
+    }
+}
