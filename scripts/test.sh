@@ -10,6 +10,9 @@ echo "== unit tests (cargo test)"
 # The media core has no nginx in it: its tests need no nginx build.
 cargo test --release --no-default-features
 
+echo "== fuzz smoke run (every target a few seconds; corpora also replayed by cargo test)"
+scripts/fuzz_smoke.sh
+
 echo "== build nginx + module"
 VID_PROFILE=release scripts/build.sh
 

@@ -13,6 +13,8 @@
 
 pub mod codec;
 pub mod flv;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ingest;
 pub mod media;
 pub mod mux;

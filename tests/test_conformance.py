@@ -273,8 +273,6 @@ def test_mime_types(capture):
 # ---------------------------------------------------------------- known gaps
 
 
-@pytest.mark.xfail(strict=True, reason="EXT-X-TARGETDURATION is fixed by the first publish; a republish "
-                   "with a longer keyframe interval lists segments longer than it (segmenter cuts only at IDRs)")
 def test_republish_with_longer_gop_keeps_segments_within_target(vid_factory, m3u8):
     vid = vid_factory(segment="1s", window=12)
     assert publish(vid.rtmp_url("regop"), seconds=3, gop=FPS, size="320x240").wait(30) == 0

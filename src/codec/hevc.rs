@@ -489,9 +489,28 @@ pub fn is_irap(nalus: &[u8], length_size: u8) -> bool {
         })
 }
 
+/// True when the access unit holds a RASL picture (NAL unit types 8 and 9): a leading
+/// picture of a CRA that references pictures before the CRA (open GOP), so it cannot be
+/// decoded when decoding starts at that CRA.
+pub fn is_rasl(nalus: &[u8], length_size: u8) -> bool {
+    nal_units(nalus, length_size)
+        .map_while(Result::ok)
+        .any(|nal| nal.first().is_some_and(|&h| matches!(nal_type(h), 8 | 9)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rasl_pictures() {
+        // RASL_N (8), RASL_R (9); RADL_N (6) and TRAIL_R (1) are not.
+        assert!(is_rasl(&[0, 2, 8 << 1, 1], 2));
+        assert!(is_rasl(&[0, 0, 0, 2, 0x4e, 0x01, 0, 0, 0, 2, 9 << 1, 1], 4));
+        assert!(!is_rasl(&[0, 2, 6 << 1, 1], 2));
+        assert!(!is_rasl(&[0, 2, 0x02, 1], 2));
+        assert!(!is_rasl(&[], 4));
+    }
 
     fn ptl(compat: u32, constraints: [u8; 6], level: u8, tier: bool) -> Ptl {
         Ptl {

@@ -32,6 +32,9 @@ pub enum VideoTag {
     EndOfSequence,
     /// Nothing to do: video info/command frame, empty payload, metadata.
     Skip,
+    /// An access unit whose NAL units cannot be walked (a zero-length or overlong NAL
+    /// unit): drop this frame, keep the stream. The text says what is wrong.
+    BadFrame(String),
 }
 
 /// What one audio message body carries.
@@ -205,12 +208,13 @@ fn frame(kind: VideoCodecKind, cts_ms: i32, data: Bytes) -> Result<VideoTag, Flv
     if data.is_empty() {
         return Ok(VideoTag::Skip);
     }
-    let length_size = codec::detect_length_size(&data).ok_or_else(|| {
-        FlvError::Malformed(format!(
-            "video frame: {} bytes do not split into length-prefixed NAL units",
+    let Some(length_size) = codec::detect_length_size(&data) else {
+        return Ok(VideoTag::BadFrame(format!(
+            "video frame: {} bytes do not split into length-prefixed NAL units \
+             (a zero-length or overlong NAL unit)",
             data.len()
-        ))
-    })?;
+        )));
+    };
     let keyframe = match kind {
         VideoCodecKind::Avc => avc::is_idr(&data, length_size),
         VideoCodecKind::Hevc => hevc::is_irap(&data, length_size),

@@ -91,6 +91,7 @@ fn parse_file(tags: &[Tag]) -> Parsed {
                 }),
                 VideoTag::EndOfSequence => p.end_of_sequence += 1,
                 VideoTag::Skip => p.video_skips += 1,
+                VideoTag::BadFrame(why) => panic!("{why}"),
             },
             TAG_AUDIO => match parse_audio(&tag.body).unwrap() {
                 AudioTag::Config(c) => p.audio_configs.push(c),
@@ -670,10 +671,15 @@ fn keyframe_flag_is_verified_against_nal_units() {
             data: Bytes::from_static(&[0, 0, 0, 2, 0x65, 0x88]),
         })
     );
-    // Lengths that do not add up.
+    // Lengths that do not add up (an overlong NAL unit), or a zero-length NAL unit:
+    // the frame is dropped, not the stream.
     assert!(matches!(
         video(&[0x17, 0x01, 0, 0, 0, 0, 0, 0, 9, 0x65, 0x88]),
-        Err(FlvError::Malformed(_))
+        Ok(VideoTag::BadFrame(_))
+    ));
+    assert!(matches!(
+        video(&[0x17, 0x01, 0, 0, 0, 0, 0, 0, 2, 0x65, 0x88, 0, 0, 0, 0]),
+        Ok(VideoTag::BadFrame(_))
     ));
 }
 

@@ -88,6 +88,8 @@ struct Publishing {
     segmenter: Segmenter<Fmp4>,
     dir: StreamDir,
     next_sweep_ms: i64,
+    /// Video frames dropped as malformed (logged once per publish).
+    bad_frames: u64,
 }
 
 /// How often a publisher deletes its own files that left the playlist.
@@ -290,7 +292,7 @@ impl Connection {
                 return refuse(self, format!("cannot create \"{dir_str}\": {e}"));
             }
         };
-        let segmenter = Segmenter::new(
+        let mut segmenter = Segmenter::new(
             SegmenterConfig {
                 segment_target_ms: self.cfg.segment_target_ms,
                 part_target_ms: self.cfg.part_target_ms,
@@ -301,6 +303,14 @@ impl Connection {
             claim.first_init_version,
             claim.discontinuity,
         );
+        // A republish keeps the playlist, so its TARGETDURATION binds the new segments.
+        let mut td = 0;
+        shared.with_table(&mut |t| {
+            if let Some(i) = t.slot(claim.slot).filter(|i| i.target_duration_decided()) {
+                td = i.target_duration();
+            }
+        });
+        segmenter.set_target_duration(td);
         self.rtmp.accept_publish(stream_id);
         let app = self.app.clone().unwrap_or_default();
         self.say(
@@ -322,6 +332,7 @@ impl Connection {
             segmenter,
             dir: store,
             next_sweep_ms: now_ms + SWEEP_INTERVAL_MS,
+            bad_frames: 0,
         });
         Ok(())
     }
@@ -361,6 +372,17 @@ impl Connection {
                     out,
                 ),
                 VideoTag::EndOfSequence | VideoTag::Skip => {}
+                VideoTag::BadFrame(why) => {
+                    p.bad_frames += 1;
+                    if p.bad_frames == 1 {
+                        let msg = format!(
+                            "publish \"{}\": dropped a {why} (further bad frames of this \
+                             publish are dropped silently)",
+                            p.key
+                        );
+                        self.log.push((LogLevel::Warn, msg));
+                    }
+                }
             },
             TrackKind::Audio => match flv::parse_audio(&data).map_err(IngestError::Media)? {
                 AudioTag::Config(cfg) => p.segmenter.audio_config(cfg, out),

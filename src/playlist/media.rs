@@ -11,8 +11,8 @@ use crate::store::{PartEntry, SegmentEntry, StreamIndex, StreamState};
 ///
 /// Plain (`low_latency: false`): VERSION 6, TARGETDURATION, MEDIA-SEQUENCE,
 /// DISCONTINUITY-SEQUENCE (when non-zero or a discontinuity is listed),
-/// INDEPENDENT-SEGMENTS, EXT-X-MAP before the first segment and wherever the init
-/// section changes, PROGRAM-DATE-TIME on every segment, EXTINF with three decimals,
+/// INDEPENDENT-SEGMENTS (unless a listed segment is not independent), EXT-X-MAP before
+/// the first segment and wherever the init section changes, PROGRAM-DATE-TIME on every segment, EXTINF with three decimals,
 /// ENDLIST once ended.
 ///
 /// Low-latency adds PART-INF, SERVER-CONTROL (CAN-BLOCK-RELOAD, PART-HOLD-BACK = 3 ×
@@ -86,7 +86,9 @@ pub fn media_playlist(
             idx.discontinuity_sequence()
         );
     }
-    o.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
+    if idx.independent_segments() {
+        o.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
+    }
     if skipped > 0 {
         let _ = writeln!(o, "#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}");
     }
@@ -200,7 +202,9 @@ pub fn ts_playlist(idx: &StreamIndex) -> String {
     if dsn > 0 || segments.iter().any(|s| s.discontinuity()) {
         let _ = writeln!(o, "#EXT-X-DISCONTINUITY-SEQUENCE:{dsn}");
     }
-    o.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
+    if segments.iter().all(|s| s.independent()) {
+        o.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
+    }
     for s in &segments {
         if s.discontinuity() {
             o.push_str("#EXT-X-DISCONTINUITY\n");

@@ -18,7 +18,10 @@ pub fn multivariant_playlist(idx: &StreamIndex, media_uri: &str) -> String {
 /// bit rates, codecs, resolution and frame rate. `ts`: the MPEG-TS renditions.
 pub fn variants_playlist(variants: &[(&StreamIndex, &str)], ts: bool) -> String {
     let mut o = String::with_capacity(128 + 160 * variants.len());
-    o.push_str("#EXTM3U\n#EXT-X-INDEPENDENT-SEGMENTS\n");
+    o.push_str("#EXTM3U\n");
+    if variants.iter().all(|(idx, _)| idx.independent_segments()) {
+        o.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
+    }
     for (idx, uri) in variants {
         let permille = if ts { idx.ts_size_permille() } else { 1_000 };
         stream_inf(&mut o, idx, uri, permille);

@@ -408,7 +408,19 @@ fn common_rules(p: &Parsed, text: &str, ll: bool) {
         "live: no PLAYLIST-TYPE"
     );
     let td = td_of(p);
-    assert!(p.independent_segments, "INDEPENDENT-SEGMENTS");
+    // INDEPENDENT-SEGMENTS unless a listed segment is not (its first part, when listed,
+    // is then not INDEPENDENT=YES).
+    let dependent = p
+        .segments
+        .iter()
+        .any(|s| s.parts.first().is_some_and(|p| !p.independent));
+    assert!(p.independent_segments || dependent, "INDEPENDENT-SEGMENTS");
+    if dependent {
+        assert!(
+            !p.independent_segments,
+            "INDEPENDENT-SEGMENTS with a dependent segment"
+        );
+    }
     assert!(p.version.unwrap() >= 6, "EXT-X-MAP needs VERSION 6");
     assert_eq!(
         p.version.unwrap(),
@@ -491,7 +503,10 @@ fn common_rules(p: &Parsed, text: &str, ll: bool) {
         if complete && !s.parts.is_empty() {
             let sum: f64 = s.parts.iter().map(|x| x.duration).sum();
             assert!((sum - s.extinf).abs() < 0.002 * s.parts.len() as f64);
-            assert!(s.parts[0].independent, "segments start with an IDR part");
+            assert!(
+                s.parts[0].independent || !p.independent_segments,
+                "segments start with an IDR part"
+            );
             assert_eq!(
                 s.parts[0].uri,
                 format!("{}.0.m4s", s.uri.trim_end_matches(".m4s"))
@@ -747,13 +762,17 @@ fn delta_updates_skip_old_segments() {
 
 #[test]
 fn long_gop_target_duration_and_parts() {
-    // 3 s GOP with a 2 s target: TD 3, every EXTINF <= TD.
+    // 3 s GOP with a 2 s target: TD stays 2, every EXTINF rounds to <= TD: segments of
+    // 2.4 s cut without a keyframe, then 0.6 s up to the next keyframe, and no
+    // EXT-X-INDEPENDENT-SEGMENTS.
     let mut sim = Sim::new(StreamSettings::default(), 3_000);
     sim.run_until(20_000);
     let (text, p) = sim.render(ll(), true);
     common_rules(&p, &text, true);
-    assert_eq!(p.target_duration, Some(3));
-    assert!(p.segments.iter().all(|s| (s.extinf - 3.0).abs() < 1e-9));
+    assert_eq!(p.target_duration, Some(2));
+    assert!(p.segments.iter().all(|s| s.extinf.round() <= 2.0));
+    assert!(p.segments.iter().any(|s| (s.extinf - 2.4).abs() < 1e-9));
+    assert!(!p.independent_segments);
     // Parts over the last 9 s of the edge.
     assert!(p.segments.iter().rev().take(2).all(|s| !s.parts.is_empty()));
 }

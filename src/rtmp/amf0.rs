@@ -352,7 +352,9 @@ pub fn encode(value: &Value, out: &mut Vec<u8>) {
         }
         Value::EcmaArray(props) => {
             out.push(MARKER_ECMA_ARRAY);
-            out.extend_from_slice(&(props.len() as u32).to_be_bytes());
+            // Properties with an empty key are not written (see put_properties).
+            let n = props.iter().filter(|(k, _)| !k.is_empty()).count();
+            out.extend_from_slice(&(n as u32).to_be_bytes());
             put_properties(props, out);
         }
         Value::StrictArray(items) => {
@@ -488,6 +490,12 @@ mod tests {
             ("stereo", Value::Boolean(true)),
         ])));
         round_trip(Value::EcmaArray(Vec::new()));
+        // Found by fuzzing: the count announced must match the properties written,
+        // which leave out empty keys.
+        let v = Value::EcmaArray(obj(&[("", Value::Null)]));
+        let enc = encode_all(std::slice::from_ref(&v));
+        assert_eq!(enc, [8, 0, 0, 0, 0, 0, 0, 9]);
+        assert_eq!(encode_all(&decode_all(&enc).unwrap()), enc);
         round_trip(Value::Object(Vec::new()));
         round_trip(Value::StrictArray(vec![
             Value::Number(1.0),

@@ -26,17 +26,42 @@
 //!   the previous frame. Smaller backward steps are clamped. Nothing here panics on odd
 //!   timestamps.
 //!
-//! Cutting (video-led; audio-led for audio-only streams), before appending frame `f`:
-//! if `f` must start a new segment, the current part and segment are closed; else if
-//! `f.dts − part_start ≥ 0.85 × part_target` the part is closed and a new one starts with
-//! `f`. A new segment starts at a keyframe once `elapsed + 50 ms ≥ segment_target`, or at
-//! the first keyframe after a codec configuration change (new `Init`, discontinuity).
+//! Part target. The advertised PART-TARGET ([`Segmenter::part_target_ms`], carried by
+//! every [`Output::Init`]) is the configured part target rounded up to a whole number of
+//! frames of the leading track: `n = ceil(part_target / frame)` frames, PART-TARGET =
+//! `ceil(n × frame)` in ms (200 ms: 0.200 at 25/30/50/60 fps, 0.201 at 29.97/59.94,
+//! 0.209 at 23.976/24, 0.214 for 48 kHz AAC). The frame duration comes from the SPS
+//! (snapped to the common rates) or the AAC frame; without it PART-TARGET is the
+//! configured value. Parts are cut every `n` frames and never exceed PART-TARGET: when
+//! the next frame shows that the held frame would end past it (jitter, a timestamp gap),
+//! the part is cut before the held frame; a gap longer than the part target after the
+//! first frame of a part is shortened (the timeline continues, as for a clock reset).
+//!
+//! Segments (video-led; audio-led for audio-only streams): a new segment starts at a
+//! keyframe (H.264 IDR, H.265 IRAP including CRA) once `elapsed + 50 ms ≥
+//! min(segment_target, TARGETDURATION)`, where `elapsed` is the larger of the decode-time
+//! and presentation-time distance from the segment's first frame (a CRA of an open GOP
+//! decodes before its leading pictures), or at the first keyframe after a codec
+//! configuration change (new `Init`, discontinuity). EXT-X-TARGETDURATION (`TD`:
+//! [`Segmenter::set_target_duration`], else the segment target rounded up to seconds)
+//! is a hard limit: every segment lasts at most `TD + 0.499 s`, so its EXTINF rounds to
+//! at most TD (RFC 8216 §4.3.3.1). At a part boundary where one more part could pass
+//! that limit the segment is cut without a keyframe (an irregular or long GOP): such a
+//! segment is marked not independent ([`Output::Segment::independent`]) and the next
+//! keyframe starts a segment whatever its length, so that cuts return to the GOP.
+//! H.265 segments holding RASL pictures (open GOP: they reference the previous GOP)
+//! are not independent either; the playlist leaves out EXT-X-INDEPENDENT-SEGMENTS
+//! while it lists such a segment.
+//!
+//! Program date time: the first frame's wall clock plus media time, pulled back so that
+//! a segment is never dated more than [`PDT_MAX_AHEAD_MS`] after the arrival of its
+//! first frame (a publisher sending faster than real time).
 
 use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::media::{AudioConfig, Frame, TrackKind, VideoConfig};
+use crate::media::{AudioConfig, Frame, TrackKind, VideoCodec, VideoConfig};
 use crate::mux::fmp4::{Run, Sample, AUDIO_TRACK_ID, VIDEO_TIMESCALE, VIDEO_TRACK_ID};
 use crate::mux::ts::{TsStats, TsWriter};
 
@@ -75,6 +100,24 @@ pub const MAX_SEGMENT_TARGET_MS: u32 = 30_000;
 
 /// Video sample duration used when nothing better is known (one frame at 30 fps).
 const DEFAULT_VIDEO_TICKS: u64 = 3_000;
+/// A segment may last this much longer than TARGETDURATION (EXTINF rounds down to TD).
+pub const TD_SLACK_MS: u64 = 499;
+/// Largest distance of a segment's PROGRAM-DATE-TIME ahead of the wall clock at the
+/// arrival of its first frame.
+pub const PDT_MAX_AHEAD_MS: i64 = 500;
+/// Frame rates a signalled rate within 0.5% of is snapped to.
+const COMMON_FPS: [f64; 10] = [
+    24_000.0 / 1_001.0,
+    24.0,
+    25.0,
+    30_000.0 / 1_001.0,
+    30.0,
+    48.0,
+    50.0,
+    60_000.0 / 1_001.0,
+    60.0,
+    120.0,
+];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SegmenterConfig {
@@ -120,6 +163,9 @@ pub enum Output {
         data: Bytes,
         video: Option<VideoConfig>,
         audio: Option<AudioConfig>,
+        /// The advertised PART-TARGET (ms) for parts from here on; every part lasts at
+        /// most this long.
+        part_target_ms: u32,
     },
     /// Part `part` (0-based) of segment `msn`: one fragment.
     Part {
@@ -145,6 +191,9 @@ pub enum Output {
         /// Number of video samples in the segment (0 for audio-only); lets the index
         /// measure the frame rate when the SPS does not signal it.
         video_frames: u32,
+        /// Decodable without any other segment: starts with a keyframe and holds no
+        /// RASL picture.
+        independent: bool,
     },
     /// Segment `msn` as MPEG-TS (`{msn}.ts`), right before its [`Output::Segment`]: the
     /// same samples, the same duration.
@@ -166,8 +215,14 @@ pub struct SegmenterStats {
     pub audio_dropped_queue: u64,
     /// Frames dropped before the stream started or without a usable configuration.
     pub dropped_frames: u64,
-    /// Segments cut without a keyframe to bound memory (long GOP).
+    /// Segments cut without a keyframe (TARGETDURATION limit, or memory bounds).
     pub forced_cuts: u64,
+    /// Parts cut one frame early because the next frame arrived late (jitter, gaps).
+    pub early_part_cuts: u64,
+    /// Timestamp gaps longer than the part target shortened.
+    pub gaps_shortened: u64,
+    /// Times the program date time was pulled back to the wall clock.
+    pub pdt_reanchors: u64,
     /// Clock resets of the leading track.
     pub timestamp_resets: u64,
     /// Small backward steps clamped.
@@ -234,6 +289,13 @@ pub struct Segmenter<M: Muxer> {
     last_video_t: Option<u64>,
     last_video_dur: u64,
     audio_next: Option<u64>,
+    /// Wall clock of the frame being processed.
+    now_ms: i64,
+    /// TARGETDURATION (s) the segments must respect.
+    td_s: u32,
+    /// Advertised part target (ms) and the cut threshold (leader ticks, 0: none known).
+    pt_adv_ms: u32,
+    part_cut_ticks: u64,
 
     // Current part.
     held: Option<Held>,
@@ -252,6 +314,10 @@ pub struct Segmenter<M: Muxer> {
     seg_discontinuity: bool,
     seg_pdt_ms: i64,
     seg_video_frames: u32,
+    seg_start_pts: i64,
+    seg_independent: bool,
+    /// The last segment was cut without a keyframe: cut at the next keyframe.
+    resync: bool,
     force_cut: bool,
 
     // MPEG-TS rendition of the current segment (when `ts_on`).
@@ -300,6 +366,10 @@ impl<M: Muxer> Segmenter<M> {
             last_video_t: None,
             last_video_dur: 0,
             audio_next: None,
+            now_ms: 0,
+            td_s: 0,
+            pt_adv_ms: 0,
+            part_cut_ticks: 0,
             held: None,
             part_video: Vec::new(),
             part_video_base: 0,
@@ -314,6 +384,9 @@ impl<M: Muxer> Segmenter<M> {
             seg_discontinuity: false,
             seg_pdt_ms: 0,
             seg_video_frames: 0,
+            seg_start_pts: 0,
+            seg_independent: true,
+            resync: false,
             force_cut: false,
             ts: TsWriter::new(),
             ts_on: false,
@@ -324,6 +397,32 @@ impl<M: Muxer> Segmenter<M> {
 
     pub fn config(&self) -> SegmenterConfig {
         self.cfg
+    }
+
+    /// The EXT-X-TARGETDURATION already decided for this stream's playlist (a
+    /// republish keeps it). Without it: the segment target rounded up to seconds.
+    pub fn set_target_duration(&mut self, td_s: u32) {
+        if td_s > 0 {
+            self.td_s = td_s.min(MAX_SEGMENT_TARGET_MS.div_ceil(1_000));
+        }
+    }
+
+    /// EXT-X-TARGETDURATION (s) every segment respects.
+    pub fn target_duration_s(&self) -> u32 {
+        if self.td_s > 0 {
+            self.td_s
+        } else {
+            self.cfg.segment_target_ms.div_ceil(1_000).max(1)
+        }
+    }
+
+    /// The advertised PART-TARGET (ms): the configured one until the stream starts.
+    pub fn part_target_ms(&self) -> u32 {
+        if self.pt_adv_ms > 0 {
+            self.pt_adv_ms
+        } else {
+            self.cfg.part_target_ms
+        }
     }
 
     pub fn stats(&self) -> SegmenterStats {
@@ -385,6 +484,7 @@ impl<M: Muxer> Segmenter<M> {
             self.stats.dropped_frames += 1;
             return;
         }
+        self.now_ms = now_ms;
         if !self.started {
             self.pre_start(frame, now_ms, out);
             return;
@@ -410,12 +510,16 @@ impl<M: Muxer> Segmenter<M> {
                             self.default_video_ticks()
                         };
                         // The last frame's duration is a guess: keep the part within
-                        // the part target.
-                        let target = self.cfg.part_target_ms as u64 * 90;
+                        // the part target and the segment within its limit.
+                        let target = self.pt_adv_ticks();
                         let elapsed = h.t.saturating_sub(self.part_start);
                         if elapsed < target && elapsed + dur > target {
                             dur = target - elapsed;
                         }
+                        let seg_left = self
+                            .max_segment_ticks()
+                            .saturating_sub(h.t.saturating_sub(self.seg_start));
+                        dur = dur.min(seg_left).max(1);
                         self.append_video(h, dur);
                         self.last_video_t.unwrap_or(0) + dur
                     }
@@ -545,12 +649,73 @@ impl<M: Muxer> Segmenter<M> {
         };
         self.init_video = video.clone();
         self.init_audio = audio.clone();
+        self.plan_parts();
         out.push(Output::Init {
             version,
             data,
             video,
             audio,
+            part_target_ms: self.pt_adv_ms,
         });
+    }
+
+    /// Decides the advertised part target and the part cut threshold from the frame
+    /// duration of the leading track (see the module documentation).
+    fn plan_parts(&mut self) {
+        let ts = self.leader_timescale() as f64;
+        let frame_ticks = match self.leader {
+            Leader::Video => self
+                .init_video
+                .as_ref()
+                .and_then(|v| v.frame_rate)
+                .filter(|f| (1.0..=1_000.0).contains(f))
+                .map(|f| {
+                    let f = COMMON_FPS
+                        .iter()
+                        .copied()
+                        .filter(|c| (f / c - 1.0).abs() < 0.005)
+                        .min_by(|a, b| (f - a).abs().total_cmp(&(f - b).abs()))
+                        .unwrap_or(f);
+                    ts / f
+                }),
+            Leader::Audio => Some(self.audio_frame_samples() as f64),
+        };
+        // A part never exceeds the segment target, nor the TARGETDURATION a republish
+        // inherited (the part target of the new settings may not fit it).
+        let seg_ms = self
+            .cfg
+            .segment_target_ms
+            .min(self.target_duration_s().saturating_mul(1_000));
+        let part_cfg = self.cfg.part_target_ms.min(seg_ms);
+        let cfg_ms = part_cfg as f64;
+        let (pt_ms, cut) = match frame_ticks {
+            Some(fd) => {
+                let fd_ms = fd * 1_000.0 / ts;
+                let n = (cfg_ms / fd_ms - 1e-3).ceil().max(1.0);
+                let pt = ((n * fd_ms - 1e-3).ceil() as u32).max(part_cfg);
+                if pt <= seg_ms || n <= 1.0 {
+                    (pt, ((n - 0.5) * fd).max(1.0) as u64)
+                } else {
+                    // Rounding up would pass the segment target: round down instead.
+                    let n = (seg_ms as f64 / fd_ms + 1e-9).floor().max(1.0);
+                    (seg_ms, ((n - 0.5) * fd).max(1.0) as u64)
+                }
+            }
+            None => (part_cfg, 0),
+        };
+        // The advertised target only grows within a publish (parts already listed).
+        self.pt_adv_ms = self.pt_adv_ms.max(pt_ms);
+        self.part_cut_ticks = cut;
+    }
+
+    /// The advertised part target in leader ticks.
+    fn pt_adv_ticks(&self) -> u64 {
+        self.part_target_ms() as u64 * self.leader_timescale() / 1_000
+    }
+
+    /// Longest segment allowed: TARGETDURATION + [`TD_SLACK_MS`], in leader ticks.
+    fn max_segment_ticks(&self) -> u64 {
+        (self.target_duration_s() as u64 * 1_000 + TD_SLACK_MS) * self.leader_timescale() / 1_000
     }
 
     // ---------------------------------------------------------------- timeline
@@ -666,7 +831,7 @@ impl<M: Muxer> Segmenter<M> {
             }
             return;
         }
-        let ms = self.leader_ms(f.dts_ms);
+        let mut ms = self.leader_ms(f.dts_ms);
         let mut t = (ms.max(0) as u64).saturating_mul(90);
         if let Some(last) = self.last_video_t {
             if t <= last {
@@ -675,17 +840,43 @@ impl<M: Muxer> Segmenter<M> {
                 self.stats.clamped_timestamps += 1;
             }
         }
+        let pt = self.pt_adv_ticks();
         if let Some(h) = self.held.take() {
+            let first_of_part = self.part_video.is_empty() && h.t == self.part_start;
+            if !first_of_part && t.saturating_sub(self.part_start) > pt {
+                // The held frame would end past the part target: it starts the next part.
+                self.stats.early_part_cuts += 1;
+                self.part_boundary(h.t, h.keyframe, out);
+            }
+            if t - h.t > pt && pt > 0 {
+                // A gap longer than a part after the first frame of a part: shorten it.
+                let dur = match self.last_video_dur {
+                    d if d > 0 && d <= pt => d,
+                    _ => self.default_video_ticks().min(pt),
+                };
+                let dur = dur.min(pt.saturating_sub(90)).max(1);
+                let new_ms = (h.t + dur).div_ceil(90) as i64;
+                if new_ms < ms && new_ms * 90 > h.t as i64 {
+                    self.offset_ms = self.offset_ms.saturating_sub(ms - new_ms);
+                    self.last_leader_ms = Some(new_ms);
+                    ms = new_ms;
+                    t = new_ms as u64 * 90;
+                    self.stats.gaps_shortened += 1;
+                }
+            }
             let dur = t - h.t;
             self.last_video_dur = dur;
             self.append_video(h, dur);
         }
+        let _ = ms;
         let seg_elapsed = t.saturating_sub(self.seg_start);
+        let pts = t as i64 + i64::from(f.cts_ms.saturating_mul(90));
+        let pts_elapsed = pts.saturating_sub(self.seg_start_pts).max(0) as u64;
         let part_elapsed = t.saturating_sub(self.part_start);
         let dirty = self.config_changed();
-        let cut_segment =
-            (f.keyframe && (self.segment_due(seg_elapsed) || dirty)) || self.force_cut;
-        if cut_segment {
+        let key_cut =
+            f.keyframe && (self.resync || dirty || self.segment_due(seg_elapsed.max(pts_elapsed)));
+        if key_cut || self.force_cut {
             if !f.keyframe {
                 self.stats.forced_cuts += 1;
             }
@@ -699,8 +890,10 @@ impl<M: Muxer> Segmenter<M> {
             }
             self.open_segment(t, f.keyframe);
         } else if self.part_due(part_elapsed) {
-            self.close_part(t, true, out);
-            self.open_part(t, f.keyframe);
+            self.part_boundary(t, f.keyframe, out);
+        }
+        if self.seg_start == t {
+            self.seg_start_pts = pts;
         }
         self.last_video_t = Some(t);
         self.held = Some(Held {
@@ -710,6 +903,24 @@ impl<M: Muxer> Segmenter<M> {
             data: f.data,
         });
         self.check_bounds(t);
+    }
+
+    /// Closes the current part at `t` and opens the next one there; when one more part
+    /// could take the segment past its limit, the segment is cut here too (without a
+    /// keyframe if `keyframe` is false).
+    fn part_boundary(&mut self, t: u64, keyframe: bool, out: &mut Vec<Output>) {
+        let video_cut = self.leader == Leader::Video;
+        self.close_part(t, video_cut, out);
+        let elapsed = t.saturating_sub(self.seg_start);
+        if elapsed + self.pt_adv_ticks() > self.max_segment_ticks() {
+            if !keyframe {
+                self.stats.forced_cuts += 1;
+            }
+            self.close_segment(t, out);
+            self.open_segment(t, keyframe);
+        } else {
+            self.open_part(t, keyframe);
+        }
     }
 
     fn audio_frame(&mut self, f: Frame, out: &mut Vec<Output>) {
@@ -724,6 +935,7 @@ impl<M: Muxer> Segmenter<M> {
         } else {
             self.stream_ms(f.dts_ms)
         };
+        let mut reanchored_from = None;
         let t = match self.audio_next {
             None => {
                 if ms < 0 {
@@ -739,6 +951,7 @@ impl<M: Muxer> Segmenter<M> {
                 let drift = ms.saturating_sub(expected_ms);
                 if drift > AUDIO_DRIFT_FRAMES * frame_ms {
                     self.stats.audio_reanchors += 1;
+                    reanchored_from = Some(next);
                     ((ms as i128 * rate as i128 / 1_000) as u64).max(next)
                 } else if drift < -AUDIO_DRIFT_FRAMES * frame_ms {
                     self.stats.audio_dropped_drift += 1;
@@ -750,6 +963,13 @@ impl<M: Muxer> Segmenter<M> {
         };
         self.audio_next = Some(t + fs as u64);
         if self.leader == Leader::Audio {
+            if let Some(end) = reanchored_from.filter(|e| t > *e) {
+                // A gap in an audio-only stream: the segment ends where its audio
+                // ends, the next starts after the gap (no part or segment spans it).
+                self.close_part(end, false, out);
+                self.close_segment(end, out);
+                self.open_segment(t, true);
+            }
             let seg_elapsed = t.saturating_sub(self.seg_start);
             let part_elapsed = t.saturating_sub(self.part_start);
             let dirty = self.config_changed() && self.video_cfg.is_none();
@@ -772,8 +992,7 @@ impl<M: Muxer> Segmenter<M> {
                 }
                 self.open_segment(t, true);
             } else if self.part_due(part_elapsed) {
-                self.close_part(t, false, out);
-                self.open_part(t, true);
+                self.part_boundary(t, true, out);
             }
             self.queue_audio(ms, t, f.data);
             self.check_bounds(t);
@@ -802,6 +1021,16 @@ impl<M: Muxer> Segmenter<M> {
             self.part_video_base = h.t;
         }
         self.part_bytes += h.data.len();
+        if let Some(v) = self
+            .init_video
+            .as_ref()
+            .filter(|v| v.codec == VideoCodec::H265)
+        {
+            if crate::codec::hevc::is_rasl(&h.data, v.nalu_length_size) {
+                // Leading pictures that reference the previous GOP.
+                self.seg_independent = false;
+            }
+        }
         self.part_video.push(Sample {
             duration: dur.min(u32::MAX as u64) as u32,
             cts_offset: h.cts,
@@ -813,12 +1042,22 @@ impl<M: Muxer> Segmenter<M> {
 
     fn segment_due(&self, elapsed_ticks: u64) -> bool {
         let ts = self.leader_timescale() as u128;
-        elapsed_ticks as u128 * 1_000 + 50 * ts >= self.cfg.segment_target_ms as u128 * ts
+        let target = self
+            .cfg
+            .segment_target_ms
+            .min(self.target_duration_s().saturating_mul(1_000));
+        elapsed_ticks as u128 * 1_000 + 50 * ts >= target as u128 * ts
     }
 
+    /// The part that started `elapsed_ticks` before the current frame has its frames:
+    /// `n` frames when the frame duration is known, else the frame would end past the
+    /// part target.
     fn part_due(&self, elapsed_ticks: u64) -> bool {
-        let ts = self.leader_timescale() as u128;
-        elapsed_ticks as u128 * 1_000 * 100 >= 85 * self.cfg.part_target_ms as u128 * ts
+        if self.part_cut_ticks > 0 {
+            elapsed_ticks >= self.part_cut_ticks
+        } else {
+            elapsed_ticks + self.last_video_dur / 2 >= self.pt_adv_ticks()
+        }
     }
 
     fn check_bounds(&mut self, t: u64) {
@@ -834,10 +1073,21 @@ impl<M: Muxer> Segmenter<M> {
 
     fn open_segment(&mut self, t: u64, independent: bool) {
         self.seg_start = t;
+        self.seg_start_pts = t as i64;
+        self.seg_independent = independent;
+        self.resync = !independent;
         self.seg_parts.clear();
         self.seg_bytes = 0;
         self.seg_video_frames = 0;
-        self.seg_pdt_ms = self.pdt_anchor_ms.saturating_add(self.ticks_to_ms(t));
+        let media_ms = self.ticks_to_ms(t);
+        self.seg_pdt_ms = self.pdt_anchor_ms.saturating_add(media_ms);
+        let limit = self.now_ms.saturating_add(PDT_MAX_AHEAD_MS);
+        if self.now_ms > 0 && self.seg_pdt_ms > limit {
+            // Media arrives faster than real time: keep the date near the arrival.
+            self.pdt_anchor_ms = limit.saturating_sub(media_ms);
+            self.seg_pdt_ms = limit;
+            self.stats.pdt_reanchors += 1;
+        }
         self.part_index = 0;
         if self.ts_on {
             self.ts_buf.clear();
@@ -944,6 +1194,7 @@ impl<M: Muxer> Segmenter<M> {
             discontinuity: self.seg_discontinuity,
             init_version: self.init_version,
             video_frames: self.seg_video_frames,
+            independent: self.seg_independent,
         });
         self.next_msn += 1;
         self.part_index = 0;

@@ -232,7 +232,7 @@ fn check(r: &Run_, part_target_ms: u64) -> Vec<SegInfo> {
 }
 
 /// `check` allowing parts up to `slack_us` over the part target.
-fn check_slack(r: &Run_, part_target_ms: u64, slack_us: u64) -> Vec<SegInfo> {
+fn check_slack(r: &Run_, part_target_ms_cfg: u64, slack_us: u64) -> Vec<SegInfo> {
     let frags = r.rec.fragments.borrow();
     let mut segs = Vec::new();
     let mut cur_parts: Vec<(u64, bool, Bytes)> = Vec::new();
@@ -241,13 +241,21 @@ fn check_slack(r: &Run_, part_target_ms: u64, slack_us: u64) -> Vec<SegInfo> {
     let mut msn_expected: Option<u64> = None;
     let mut init_version = 0;
     let mut ts_msn: Option<u64> = None;
+    // The advertised PART-TARGET (us): never below the configured one.
+    let mut pt_adv = 0u64;
     assert!(
         matches!(r.out.first(), Some(Output::Init { .. })),
         "first output must be Init"
     );
     for o in &r.out {
         match o {
-            Output::Init { version, .. } => {
+            Output::Init {
+                version,
+                part_target_ms,
+                ..
+            } => {
+                assert!(*part_target_ms as u64 >= part_target_ms_cfg);
+                pt_adv = pt_adv.max(*part_target_ms as u64 * 1000);
                 assert!(cur_parts.is_empty(), "Init in the middle of a segment");
                 inits_seen += 1;
                 init_version = *version;
@@ -288,9 +296,16 @@ fn check_slack(r: &Run_, part_target_ms: u64, slack_us: u64) -> Vec<SegInfo> {
                 program_date_time_ms,
                 discontinuity,
                 init_version: iv,
+                independent,
                 ..
             } => {
                 assert_eq!(Some(*msn), msn_expected);
+                // EXTINF rounds to at most TARGETDURATION.
+                let td = r.seg.target_duration_s() as u64;
+                assert!(
+                    *duration_us <= td * 1_000_000 + 499_000,
+                    "segment {msn}: {duration_us} us > TD {td}"
+                );
                 assert_eq!(
                     part_pdts.last().map(|p| p.0),
                     Some(*program_date_time_ms),
@@ -309,8 +324,15 @@ fn check_slack(r: &Run_, part_target_ms: u64, slack_us: u64) -> Vec<SegInfo> {
                 let seqs = fragment_seqs(data);
                 let first = frags.iter().find(|f| f.seq == seqs[0]).unwrap();
                 if let Some(vrun) = first.runs.iter().find(|r| r.track == VIDEO_TRACK_ID) {
-                    assert!(vrun.samples[0].keyframe, "segment {msn} starts with an IDR");
-                    assert!(cur_parts[0].1, "first part of a segment is independent");
+                    if *independent {
+                        assert!(vrun.samples[0].keyframe, "segment {msn} starts with an IDR");
+                    }
+                    assert_eq!(
+                        cur_parts[0].1, vrun.samples[0].keyframe,
+                        "first part of segment {msn}"
+                    );
+                } else {
+                    assert!(*independent);
                 }
                 segs.push(SegInfo {
                     msn: *msn,
@@ -326,8 +348,11 @@ fn check_slack(r: &Run_, part_target_ms: u64, slack_us: u64) -> Vec<SegInfo> {
         }
     }
     assert!(cur_parts.is_empty(), "parts left without a segment");
-    // Part durations within [0.85, 1] x target except the last of each segment.
-    let t = part_target_ms * 1000;
+    // Part durations within [0.85, 1] x target except the last of each segment (and
+    // parts cut early around timestamp gaps).
+    let t = pt_adv;
+    let st = r.seg.stats();
+    let gaps = st.early_part_cuts + st.gaps_shortened + st.timestamp_resets + st.audio_reanchors;
     for s in &segs {
         for (i, (d, _)) in s.parts.iter().enumerate() {
             assert!(
@@ -335,7 +360,7 @@ fn check_slack(r: &Run_, part_target_ms: u64, slack_us: u64) -> Vec<SegInfo> {
                 "segment {} part {i}: {d} us > target",
                 s.msn
             );
-            if i + 1 < s.parts.len() {
+            if i + 1 < s.parts.len() && gaps == 0 {
                 assert!(
                     *d * 100 >= 85 * t,
                     "segment {} part {i}: {d} us < 0.85 x target",
@@ -529,7 +554,8 @@ fn republish_continues_numbering_with_discontinuity() {
     seg.video_config(vcfg(1), &mut out);
     seg.audio_config(acfg(44_100), &mut out);
     for f in timeline(Some((30, 1)), 30, Some(44_100), 5, 123_456, false) {
-        seg.push(f, 1_000, &mut out);
+        let now = 1_000_000 + f.dts_ms - 123_456;
+        seg.push(f, now, &mut out);
     }
     seg.finish(&mut out);
     let r = Run_ { seg, rec, out };
@@ -597,9 +623,23 @@ fn config_change_mid_stream_new_init_and_discontinuity() {
     check_contiguous(&r, VIDEO_TRACK_ID);
 }
 
+fn segment_durations_and_independence(out: &[Output]) -> Vec<(u64, bool)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Segment {
+                duration_us,
+                independent,
+                ..
+            } => Some((*duration_us, *independent)),
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
-fn long_gop_makes_long_segments_and_60s_forces_a_cut() {
-    // 5 s GOP: segments follow the GOP; parts stay on the grid.
+fn long_gop_is_cut_within_target_duration_and_returns_to_the_gop() {
+    // 5 s GOP with 2 s segments (TD 2): cut without a keyframe at a part boundary where
+    // one more part could pass TD + 0.499 s; the next keyframe starts a segment again.
     let frames = timeline(Some((30, 1)), 150, Some(44_100), 15, 0, false);
     let r = run(
         SegmenterConfig::default(),
@@ -607,32 +647,69 @@ fn long_gop_makes_long_segments_and_60s_forces_a_cut() {
         Some(acfg(44_100)),
         frames,
     );
-    let segs = check(&r, 200);
-    assert_eq!(
-        segs.iter().map(|s| s.duration_us).collect::<Vec<_>>(),
-        vec![5_000_000; 3]
-    );
-    assert_eq!(r.seg.stats().forced_cuts, 0);
+    check(&r, 200);
+    let s = segment_durations_and_independence(&r.out);
+    let gop = [(2_400_000, true), (2_400_000, false), (200_000, false)];
+    assert_eq!(s, [gop, gop, gop].concat());
+    assert_eq!(r.seg.stats().forced_cuts, 6);
+    assert_eq!(r.seg.target_duration_s(), 2);
 
-    // No keyframe for 70 s: cut at 60 s anyway (memory bound), counted.
+    // No keyframe for 70 s: every segment still within TD.
     let frames = timeline(Some((10, 1)), 10_000, None, 70, 0, false);
+    let r = run(SegmenterConfig::default(), Some(vcfg(1)), None, frames);
+    check(&r, 200);
+    let s = segment_durations_and_independence(&r.out);
+    assert!(s.len() >= 28, "{s:?}");
+    assert!(s.iter().all(|(d, _)| *d <= 2_499_000), "{s:?}");
+    assert!(s[0].1 && s[1..].iter().all(|(_, i)| !i));
+}
+
+#[test]
+fn irregular_gop_keyframes_at_0_2_4_7_10() {
+    // The x264 stream of the bug report: `-force_key_frames 0,2,4,7,10`, 30 fps.
+    let mut frames = Vec::new();
+    for i in 0..360u64 {
+        let key = [0, 60, 120, 210, 300].contains(&i);
+        frames.push(video(i, (i as f64 * 1000.0 / 30.0).round() as i64, 0, key));
+    }
+    let r = run(SegmenterConfig::default(), Some(vcfg(1)), None, frames);
+    check(&r, 200);
+    let s = segment_durations_and_independence(&r.out);
+    assert_eq!(
+        s,
+        vec![
+            (2_000_000, true),
+            (2_000_000, true),
+            (2_400_000, true),
+            (600_000, false),
+            (2_400_000, true),
+            (600_000, false),
+            (2_000_000, true),
+        ]
+    );
+    // With a TARGETDURATION kept from an earlier publish of 1 s segments: 1.4 s at most.
+    let mut frames = Vec::new();
+    for i in 0..360u64 {
+        let key = [0, 60, 120, 210, 300].contains(&i);
+        frames.push(video(i, (i as f64 * 1000.0 / 30.0).round() as i64, 0, key));
+    }
     let rec = RecMuxer::default();
     let mut seg = Segmenter::new(SegmenterConfig::default(), rec.clone(), 0, 1, false);
+    seg.set_target_duration(1);
     let mut out = Vec::new();
     seg.video_config(vcfg(1), &mut out);
     for f in frames {
         seg.push(f, 0, &mut out);
     }
     seg.finish(&mut out);
-    assert_eq!(seg.stats().forced_cuts, 1);
-    let durs: Vec<u64> = out
-        .iter()
-        .filter_map(|o| match o {
-            Output::Segment { duration_us, .. } => Some(*duration_us),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(durs, vec![60_100_000, 9_900_000]);
+    let r = Run_ { seg, rec, out };
+    check(&r, 200);
+    let s = segment_durations_and_independence(&r.out);
+    assert!(s.iter().all(|(d, _)| *d <= 1_499_000), "{s:?}");
+    assert_eq!(
+        &s[..3],
+        &[(1_400_000, true), (600_000, false), (1_400_000, true)]
+    );
 }
 
 #[test]
@@ -921,17 +998,21 @@ fn real_flv_timeline_30fps_bframes() {
 #[test]
 fn real_flv_timeline_2997fps() {
     // NTSC rates in ms: 6 frames are 200 or 201 ms, 5 frames 166/167 ms, so no part
-    // can be both >= 170 and <= 200 ms every time; parts reach 201 ms.
+    // can be both >= 170 and <= 200 ms every time: PART-TARGET is 0.201.
     let frames = flv_fixture(include_str!(
         "../../tests/fixtures/segmenter/flv_2997fps_gop60_bf3_aac48k.csv"
     ));
     let r = run(
         SegmenterConfig::default(),
-        Some(vcfg(1)),
+        Some(VideoConfig {
+            frame_rate: Some(29.97),
+            ..vcfg(1)
+        }),
         Some(acfg(48_000)),
         frames,
     );
-    let segs = check_slack(&r, 200, 1_000);
+    assert_eq!(r.seg.part_target_ms(), 201);
+    let segs = check(&r, 200);
     assert_eq!(segs.len(), 3);
     assert!(segs[..2]
         .iter()
@@ -1229,4 +1310,263 @@ fn ts_stops_when_the_codec_changes_to_hevc() {
         .collect();
     assert_eq!(with_ts, h264);
     assert!(segs.len() > h264.len());
+}
+
+#[test]
+fn part_target_at_common_frame_rates() {
+    // (fps, advertised PART-TARGET for a 200 ms part target, frames per part)
+    let rates: [((u64, u64), u32, usize); 8] = [
+        ((24_000, 1_001), 209, 5),
+        ((24, 1), 209, 5),
+        ((25, 1), 200, 5),
+        ((30_000, 1_001), 201, 6),
+        ((30, 1), 200, 6),
+        ((50, 1), 200, 10),
+        ((60_000, 1_001), 201, 12),
+        ((60, 1), 200, 12),
+    ];
+    for ((num, den), pt, n) in rates {
+        let fps = num as f64 / den as f64;
+        let gop = (2.0 * fps).round() as u64;
+        for signalled in [Some(fps), Some((fps * 100.0).round() / 100.0)] {
+            let frames = timeline(Some((num, den)), gop, Some(48_000), 12, 0, true);
+            let r = run(
+                SegmenterConfig::default(),
+                Some(VideoConfig {
+                    frame_rate: signalled,
+                    ..vcfg(1)
+                }),
+                Some(acfg(48_000)),
+                frames,
+            );
+            assert_eq!(r.seg.part_target_ms(), pt, "{fps} fps {signalled:?}");
+            // check(): every part <= PART-TARGET, every part but a segment's last >= 85%.
+            let segs = check(&r, 200);
+            assert_eq!(r.seg.stats().early_part_cuts, 0, "{fps} fps");
+            assert_eq!(r.seg.stats().forced_cuts, 0, "{fps} fps");
+            let frags = r.rec.fragments.borrow();
+            let full = frags
+                .iter()
+                .filter_map(|f| f.runs.iter().find(|r| r.track == VIDEO_TRACK_ID))
+                .filter(|v| v.samples.len() == n)
+                .count();
+            assert!(
+                full * 10 >= frags.len() * 8,
+                "{fps} fps: {n} frames per part"
+            );
+            for s in &segs[..segs.len() - 1] {
+                assert!(s.duration_us.abs_diff(2_000_000) <= 5_000, "{fps} fps");
+            }
+        }
+    }
+    // Audio-only: whole AAC frames.
+    let r = run(
+        SegmenterConfig::default(),
+        None,
+        Some(acfg(48_000)),
+        timeline(None, 1, Some(48_000), 5, 0, false),
+    );
+    assert_eq!(r.seg.part_target_ms(), 214);
+    check(&r, 200);
+}
+
+#[test]
+fn timestamp_gaps_never_make_an_over_long_part() {
+    // 30 fps with gaps of 150 ms, 400 ms and 900 ms (an `-stream_loop` wrap, a stall).
+    for gap in [150i64, 400, 900] {
+        for fps_known in [false, true] {
+            let mut frames = Vec::new();
+            for i in 0..300u64 {
+                let mut dts = (i as f64 * 1000.0 / 30.0).round() as i64;
+                if i >= 100 {
+                    dts += gap;
+                }
+                frames.push(video(i, dts, 0, i % 60 == 0));
+            }
+            let r = run(
+                SegmenterConfig::default(),
+                Some(VideoConfig {
+                    frame_rate: fps_known.then_some(30.0),
+                    ..vcfg(1)
+                }),
+                None,
+                frames,
+            );
+            // check(): no part over PART-TARGET, no segment over TD + 0.499 s.
+            check(&r, 200);
+            let st = r.seg.stats();
+            assert!(st.early_part_cuts + st.gaps_shortened > 0, "gap {gap}");
+            let (_, vs) = check_contiguous(&r, VIDEO_TRACK_ID);
+            assert_eq!(vs.len(), 300);
+        }
+    }
+}
+
+fn hevc_cfg() -> VideoConfig {
+    VideoConfig {
+        codec: VideoCodec::H265,
+        record: Bytes::from_static(&[1, 1, 0x60]),
+        nalu_length_size: 4,
+        width: 1280,
+        height: 720,
+        frame_rate: Some(30.0),
+        codec_string: "hvc1.1.6.L93.B0".into(),
+    }
+}
+
+fn hevc_frame(i: u64, dts_ms: i64, cts_ms: i32, nal_type: u8) -> Frame {
+    let mut d = vec![0, 0, 0, 10, nal_type << 1, 1];
+    d.extend_from_slice(&i.to_be_bytes());
+    Frame {
+        kind: TrackKind::Video,
+        dts_ms,
+        cts_ms,
+        keyframe: matches!(nal_type, 16..=23),
+        data: Bytes::from(d),
+    }
+}
+
+#[test]
+fn hevc_open_gop_cuts_at_every_cra() {
+    // x265 defaults, -g 60 at 30 fps: IDR, then a CRA every 2 s that decodes two frames
+    // before its presentation time, followed by its two RASL pictures.
+    let ms = |i: u64| (i as f64 * 1000.0 / 30.0).round() as i64;
+    let mut frames = Vec::new();
+    for i in 0..360u64 {
+        let (nal, pts_i) = if i == 0 {
+            (19, i) // IDR_W_RADL
+        } else if (i + 2) % 60 == 0 {
+            (21, i + 2) // CRA shown at 2 s, 4 s, ...
+        } else if (i + 1) % 60 == 0 || i % 60 == 0 {
+            (8, i - 1) // RASL_N, shown before the CRA
+        } else {
+            (1, i) // TRAIL_R
+        };
+        frames.push(hevc_frame(i, ms(i), (ms(pts_i) - ms(i)) as i32, nal));
+    }
+    let r = run(SegmenterConfig::default(), Some(hevc_cfg()), None, frames);
+    check(&r, 200);
+    let s = segment_durations_and_independence(&r.out);
+    assert_eq!(s.len(), 7, "{s:?}");
+    // The first segment ends at the first CRA's decode time (1.933 s); then 2 s each.
+    assert_eq!(s[0], (1_933_000, true));
+    for (d, indep) in &s[1..6] {
+        assert!(d.abs_diff(2_000_000) <= 1_000, "{s:?}");
+        assert!(!indep, "a segment with RASL pictures is not independent");
+    }
+    assert_eq!(r.seg.stats().forced_cuts, 0);
+    assert_eq!(r.seg.target_duration_s(), 2);
+}
+
+#[test]
+fn pdt_stays_near_the_arrival_time_when_the_publisher_bursts() {
+    // 20 s of media sent in 2 s (ten times real time), then real time.
+    let frames = timeline(Some((30, 1)), 30, Some(48_000), 30, 0, false);
+    let t0 = 1_780_000_000_000i64;
+    let rec = RecMuxer::default();
+    let mut seg = Segmenter::new(SegmenterConfig::default(), rec.clone(), 0, 1, false);
+    let mut out = Vec::new();
+    seg.video_config(vcfg(1), &mut out);
+    seg.audio_config(acfg(48_000), &mut out);
+    let arrival = |dts: i64| {
+        if dts < 20_000 {
+            t0 + dts / 10
+        } else {
+            t0 + 2_000 + (dts - 20_000)
+        }
+    };
+    let mut firsts = Vec::new();
+    for f in frames {
+        let now = arrival(f.dts_ms);
+        let before = out.len();
+        let dts = f.dts_ms;
+        seg.push(f, now, &mut out);
+        for o in &out[before..] {
+            if let Output::Part {
+                part: 0,
+                segment_pdt_ms,
+                ..
+            } = o
+            {
+                firsts.push((*segment_pdt_ms, now, dts));
+            }
+        }
+    }
+    seg.finish(&mut out);
+    assert!(seg.stats().pdt_reanchors > 0);
+    let pdts: Vec<i64> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Segment {
+                program_date_time_ms,
+                ..
+            } => Some(*program_date_time_ms),
+            _ => None,
+        })
+        .collect();
+    assert!(pdts.windows(2).all(|w| w[1] > w[0]), "PDT increases");
+    // Every segment is dated at most PDT_MAX_AHEAD_MS after the wall clock of the frame
+    // that closed its first part (which arrives after the segment's first frame).
+    for (pdt, now, dts) in &firsts {
+        assert!(
+            *pdt <= now + PDT_MAX_AHEAD_MS,
+            "dts {dts}: pdt {pdt} now {now}"
+        );
+    }
+    // After the burst, dates follow media time again (no further pull-back).
+    let tail: Vec<i64> = pdts[pdts.len() - 4..].to_vec();
+    assert!(tail.windows(2).all(|w| (w[1] - w[0] - 2_000).abs() <= 5));
+}
+
+#[test]
+fn part_target_fits_an_inherited_target_duration() {
+    // Found by fuzzing. A republish inherits TARGETDURATION 1 while the settings now ask
+    // for 2048 ms parts and segments: parts and segments still fit TD + 0.499 s.
+    let cfg = SegmenterConfig {
+        segment_target_ms: 800,
+        part_target_ms: 2_048,
+        ts: false,
+    };
+    let rec = RecMuxer::default();
+    let mut seg = Segmenter::new(cfg, rec.clone(), 0, 1, false);
+    seg.set_target_duration(1);
+    let mut out = Vec::new();
+    seg.video_config(
+        VideoConfig {
+            frame_rate: Some(30.0),
+            ..vcfg(1)
+        },
+        &mut out,
+    );
+    for f in timeline(Some((30, 1)), 90, None, 8, 0, false) {
+        seg.push(f, 0, &mut out);
+    }
+    seg.finish(&mut out);
+    assert_eq!(seg.part_target_ms(), 1_000);
+    let r = Run_ { seg, rec, out };
+    check(&r, 1_000);
+
+    // Audio-only at 8 kHz (128 ms frames), same settings: 7 frames (896 ms) a part,
+    // not 8 (1024 ms).
+    let cfg = SegmenterConfig {
+        segment_target_ms: 600,
+        part_target_ms: 1_080,
+        ts: false,
+    };
+    let rec = RecMuxer::default();
+    let mut seg = Segmenter::new(cfg, rec.clone(), 0, 1, false);
+    seg.set_target_duration(1);
+    let mut out = Vec::new();
+    seg.audio_config(acfg(8_000), &mut out);
+    for f in timeline(None, 1, Some(8_000), 8, 0, false) {
+        seg.push(f, 0, &mut out);
+    }
+    seg.finish(&mut out);
+    assert_eq!(seg.part_target_ms(), 1_000);
+    let r = Run_ { seg, rec, out };
+    for o in &r.out {
+        if let Output::Part { duration_us, .. } = o {
+            assert!(*duration_us <= 1_000_000, "{duration_us}");
+        }
+    }
 }

@@ -11,6 +11,8 @@
 
 use crate::segmenter::Output;
 
+mod torn;
+
 pub const MAX_KEY_LEN: usize = 64;
 pub const MAX_DIR_LEN: usize = 256;
 /// Segments kept: the listed window plus the unlisted tail whose files must stay
@@ -35,6 +37,9 @@ pub const SEG_DISCONTINUITY: u32 = 1;
 pub const SEG_UNLISTED: u32 = 2;
 /// Segment flag: has an MPEG-TS rendition (`{msn}.ts`).
 pub const SEG_TS: u32 = 4;
+/// Segment flag: not decodable on its own (cut without a keyframe, or holds pictures
+/// that reference the previous segment): no EXT-X-INDEPENDENT-SEGMENTS while listed.
+pub const SEG_DEPENDENT: u32 = 8;
 /// Part flag: starts with a keyframe.
 pub const PART_INDEPENDENT: u32 = 1;
 
@@ -81,6 +86,11 @@ impl SegmentEntry {
     /// `{msn}.ts` was written for this segment.
     pub fn has_ts(&self) -> bool {
         self.flags & SEG_TS != 0
+    }
+
+    /// Decodable without other segments (see [`SEG_DEPENDENT`]).
+    pub fn independent(&self) -> bool {
+        self.flags & SEG_DEPENDENT == 0
     }
 }
 
@@ -532,6 +542,11 @@ impl StreamIndex {
             .is_some_and(|s| s.has_ts())
     }
 
+    /// Every listed segment is independent: EXT-X-INDEPENDENT-SEGMENTS holds.
+    pub fn independent_segments(&self) -> bool {
+        self.listed_segments().all(|s| s.independent())
+    }
+
     /// Sum of the listed segments' durations.
     pub fn listed_duration_us(&self) -> u64 {
         self.listed_segments().map(|s| s.duration_us).sum()
@@ -646,8 +661,12 @@ impl StreamIndex {
                 version,
                 video,
                 audio,
+                part_target_ms,
                 ..
             } => {
+                // Parts from here on last at most this long (never lowered: parts
+                // already listed keep their durations).
+                self.part_target_ms = self.part_target_ms.max(*part_target_ms);
                 self.init_version = *version;
                 self.publish_inits = self.publish_inits.saturating_add(1);
                 if self.publish_inits > 1 {
@@ -708,10 +727,14 @@ impl StreamIndex {
                 discontinuity,
                 init_version,
                 video_frames,
+                independent,
             } => {
                 let mut flags = 0;
                 if *discontinuity {
                     flags |= SEG_DISCONTINUITY;
+                }
+                if !*independent {
+                    flags |= SEG_DEPENDENT;
                 }
                 self.push_segment(
                     SegmentEntry {

@@ -35,6 +35,7 @@ pub(crate) fn init(version: u32) -> Output {
         data: Bytes::from_static(b"init"),
         video: Some(vcfg()),
         audio: Some(acfg()),
+        part_target_ms: 200,
     }
 }
 
@@ -70,6 +71,7 @@ pub(crate) fn segment(
         discontinuity: disc,
         init_version,
         video_frames: (dur * 30 / 1_000_000) as u32,
+        independent: true,
     });
     v
 }
@@ -585,4 +587,55 @@ fn high_water_bounds_lookups_and_sweeps() {
     let mut t = Table::with_high_water(&mut small, &mut hw);
     t.claim("x", "/d/x", &s, 1, 0).unwrap();
     assert_eq!(t.claim("y", "/d/y", &s, 1, 0), Err(ClaimError::Full));
+}
+
+#[test]
+fn advertised_part_target_and_dependent_segments() {
+    let mut idx = live("pt");
+    assert_eq!(idx.part_target_ms(), 200);
+    // The segmenter's advertised PART-TARGET (rounded up to whole frames) wins.
+    let mut i = init(1);
+    if let Output::Init { part_target_ms, .. } = &mut i {
+        *part_target_ms = 201;
+    }
+    idx.apply(&i, 10);
+    assert_eq!(idx.part_target_ms(), 201);
+    // ...and never goes down within the publish.
+    idx.apply(&init(2), 20);
+    assert_eq!(idx.part_target_ms(), 201);
+    apply_all(&mut idx, &segment(0, 10, 200_000, 100, false, 2, 1_000), 30);
+    assert!(idx.independent_segments());
+    // A segment cut without a keyframe (or with RASL pictures) is not independent:
+    // EXT-X-INDEPENDENT-SEGMENTS goes while it is listed.
+    let mut dep = segment(1, 10, 200_000, 100, false, 2, 3_000);
+    if let Some(Output::Segment { independent, .. }) = dep.last_mut() {
+        *independent = false;
+    }
+    apply_all(&mut idx, &dep, 40);
+    assert!(!idx.segment(1).unwrap().independent());
+    assert!(idx.segment(0).unwrap().independent());
+    assert!(!idx.independent_segments());
+    let text = crate::playlist::media_playlist(
+        &idx,
+        &Default::default(),
+        &crate::playlist::RenderOptions {
+            low_latency: true,
+            ..Default::default()
+        },
+        0,
+    );
+    assert!(!text.contains("#EXT-X-INDEPENDENT-SEGMENTS"), "{text}");
+    assert!(
+        text.contains("#EXT-X-PART-INF:PART-TARGET=0.201\n"),
+        "{text}"
+    );
+    // Once it leaves the window the tag is back.
+    for m in 2..20 {
+        apply_all(
+            &mut idx,
+            &segment(m, 10, 200_000, 100, false, 2, 1_000 + 2_000 * m as i64),
+            50,
+        );
+    }
+    assert!(idx.independent_segments());
 }
