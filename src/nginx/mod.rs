@@ -74,7 +74,24 @@ pub(crate) fn conf_ok() -> *mut c_char {
     core::ptr::null_mut()
 }
 
-/// Wall clock in milliseconds since the Unix epoch, from nginx's cached time.
+/// nginx's cached monotonic clock (CLOCK_MONOTONIC, in ms; one clock for every worker of a
+/// machine): every duration, deadline and liveness check uses it, so a step of the wall
+/// clock never ends a live stream.
+pub(crate) fn mono_ms() -> i64 {
+    // SAFETY: a plain read of nginx's cached time, updated by the event loop of this thread.
+    unsafe { nginx_sys::ngx_current_msec as i64 }
+}
+
+/// Both clocks of now, as the media core takes them.
+pub(crate) fn now() -> crate::store::Now {
+    crate::store::Now {
+        wall_ms: now_ms(),
+        mono_ms: mono_ms(),
+    }
+}
+
+/// Wall clock in milliseconds since the Unix epoch, from nginx's cached time: only for
+/// PROGRAM-DATE-TIME, names and times shown to people.
 pub(crate) fn now_ms() -> i64 {
     let tp = nginx_sys::ngx_timeofday();
     tp.sec as i64 * 1000 + tp.msec as i64

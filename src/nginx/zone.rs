@@ -18,8 +18,8 @@ use std::collections::HashMap;
 
 use crate::store::{StreamIndex, StreamState, Table};
 
-/// "vid_zon2": bumped whenever `Header` changes, so a reload never reuses an old layout.
-const MAGIC: u64 = 0x7669_645f_7a6f_6e32;
+/// "vid_zon3": bumped whenever `Header` changes, so a reload never reuses an old layout.
+const MAGIC: u64 = 0x7669_645f_7a6f_6e33;
 
 #[repr(C)]
 struct Header {
@@ -116,14 +116,22 @@ impl Zone {
         self.with_header(|_, t| f(t))
     }
 
-    /// Sweep the table unless another worker did within `interval_ms`.
-    pub fn sweep(&self, now_ms: i64, interval_ms: i64, stale_ms: i64) -> Vec<String> {
+    /// Sweep the table unless another worker did within `interval_ms` (monotonic clock).
+    pub fn sweep(
+        &self,
+        now_ms: i64,
+        interval_ms: i64,
+        stale_ms: i64,
+        owner_alive: &mut dyn FnMut(u32) -> bool,
+    ) -> Vec<String> {
         self.with_header(|last_sweep_ms, t| {
-            if now_ms - *last_sweep_ms < interval_ms {
+            // `last_sweep_ms` in the future: written by another clock (a zone carried
+            // over a restart of the machine is impossible, but be safe).
+            if now_ms - *last_sweep_ms < interval_ms && *last_sweep_ms <= now_ms {
                 return Vec::new();
             }
             *last_sweep_ms = now_ms;
-            t.sweep(now_ms, stale_ms)
+            t.sweep_with(now_ms, stale_ms, owner_alive)
         })
         .unwrap_or_default()
     }
