@@ -472,6 +472,20 @@ impl Connection {
         if self.outputs.is_empty() && now_ms < p.next_sweep_ms {
             return Ok(());
         }
+        // Still the writer? After a takeover the old writer must not touch the files (its
+        // unfinished segment was sealed as it was).
+        let (slot, id) = (p.slot, p.publish_id);
+        let mut ours = true;
+        let available = !self.outputs.is_empty()
+            && shared.with_table(&mut |t| {
+                ours = t.slot_mut(slot).is_some_and(|i| i.is_writer(id));
+            });
+        if !self.outputs.is_empty() && !(available && ours) {
+            let err = lost_error(&p.key, available);
+            self.outputs.clear();
+            self.publishing = None;
+            return Err(err);
+        }
         let mut written = 0;
         let mut result = Ok(());
         for out in &self.outputs {

@@ -236,11 +236,14 @@ fn newest_publisher_takes_over_and_the_old_one_is_closed() {
     let mut a = Connection::new(config(&root, 1, 6000, Takeover::Newest));
     a.feed(&publish_bytes("cam"), 1_000, &mut mem).unwrap();
     a.feed(&media_bytes(0, 3), 2_000, &mut mem).unwrap();
-    let next = mem.stream("cam").unwrap().next_msn();
+    let unfinished = mem.stream("cam").unwrap().next_msn();
 
     // The old connection is still open (half-open TCP): the new one takes the key.
     let mut b = Connection::new(config(&root, 2, 6000, Takeover::Newest));
     b.feed(&publish_bytes("cam"), 2_500, &mut mem).unwrap();
+    // The old writer's unfinished segment (parts already listed) was sealed, not reused.
+    let next = mem.stream("cam").unwrap().next_msn();
+    assert_eq!(next, unfinished + 1);
     assert!(b
         .take_log()
         .iter()
@@ -257,6 +260,8 @@ fn newest_publisher_takes_over_and_the_old_one_is_closed() {
     b.feed(&media_bytes(0, 3), 4_000, &mut mem).unwrap();
     let idx = mem.stream("cam").unwrap();
     assert!(idx.segments().any(|s| s.msn == next && s.discontinuity()));
+    let msns = segments(&idx);
+    assert!(msns.windows(2).all(|w| w[1] == w[0] + 1), "{msns:?}");
     let _ = std::fs::remove_dir_all(root);
 }
 

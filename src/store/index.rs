@@ -762,10 +762,10 @@ impl StreamIndex {
         if self.state != STATE_LIVE {
             return;
         }
+        self.seal_unfinished(now_ms);
         self.state = STATE_ENDED;
         self.ended_ms = now_ms;
         self.updated_ms = now_ms;
-        self.drop_unfinished_parts();
         self.generation = self.generation.wrapping_add(1);
     }
 
@@ -782,8 +782,47 @@ impl StreamIndex {
         }
         self.gone = 1;
         self.gone_ms = now_ms;
-        self.drop_unfinished_parts();
+        self.seal_unfinished(now_ms);
         self.generation = self.generation.wrapping_add(1);
+    }
+
+    /// A writer vanished mid-segment (its worker died, or the key was taken over): the
+    /// parts of its unfinished segment that were listed become a complete, short segment
+    /// (the segment file is those parts, appended), so that no name a player may already
+    /// have fetched is ever reused with other media. Parts that cannot make a segment
+    /// (not starting with an independent part 0) are dropped.
+    fn seal_unfinished(&mut self, now_ms: i64) {
+        let msn = self.next_msn;
+        let (mut n, mut duration_us, mut bytes, mut first) = (0u32, 0u64, 0u64, None);
+        for p in self.parts().filter(|p| p.msn == msn) {
+            first.get_or_insert(*p);
+            n += 1;
+            duration_us += p.duration_us as u64;
+            bytes += p.bytes as u64;
+        }
+        let starts_clean = first.is_some_and(|p| p.part == 0 && p.independent());
+        if n > 0 && starts_clean && bytes > 0 {
+            let flags = if self.pending_discontinuity != 0 {
+                SEG_DISCONTINUITY
+            } else {
+                0
+            };
+            self.push_segment(
+                SegmentEntry {
+                    msn,
+                    duration_us,
+                    program_date_time_ms: self.building_pdt_ms,
+                    bytes,
+                    unlisted_ms: 0,
+                    parts: n,
+                    init_version: self.init_version,
+                    flags,
+                    video_frames: 0,
+                },
+                now_ms,
+            );
+        }
+        self.drop_unfinished_parts();
     }
 
     /// Drops parts of segments that never completed (a writer that died mid-segment).
@@ -981,6 +1020,9 @@ impl StreamIndex {
         owner: u32,
         now: Now,
     ) {
+        if self.state == STATE_LIVE {
+            self.seal_unfinished(now.mono_ms);
+        }
         self.drop_unfinished_parts();
         self.dir_len = copy_str(&mut self.dir, dir);
         let td = self.target_duration_s;

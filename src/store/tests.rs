@@ -182,12 +182,18 @@ fn republish_continues_numbering_with_discontinuity() {
     let td = idx.target_duration();
     idx.end(10_000);
     assert_eq!(idx.state(), StreamState::Ended);
-    assert!(idx.parts_of(3).next().is_none(), "unfinished parts dropped");
+    // The listed parts of the unfinished segment became a short segment: no name a
+    // player may have fetched is reused.
+    let sealed = *idx.segment(3).expect("unfinished segment sealed");
+    assert_eq!(
+        (sealed.duration_us, sealed.parts, sealed.bytes),
+        (200_000, 1, 1)
+    );
     let old_id = c.publish_id;
     let c2 = t.claim("cam", "/d", &s, 2, 11_000).unwrap();
     assert_eq!(
         (c2.first_msn, c2.first_init_version, c2.discontinuity),
-        (3, 2, true)
+        (4, 2, true)
     );
     let idx = t.find_mut("cam").unwrap();
     assert!(!idx.is_writer(old_id));

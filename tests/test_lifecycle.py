@@ -1,0 +1,412 @@
+"""The life of a stream against a real nginx: wall-clock steps (libfaketime), encoder
+reconnects (grace period, takeover, a half-open old connection) watched by hls.js in
+Chromium, a publishing worker killed with -9, unauthenticated sockets.
+
+libfaketime: Debian `faketime` (scripts/deps.sh). FAKETIME_DONT_FAKE_MONOTONIC=1 models a
+real NTP step, which moves the wall clock and leaves CLOCK_MONOTONIC alone.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import NGINX, Vid, parse_playlist, publish, wait_for
+from test_player import STARTUP_TIMEOUT, browser, run_play  # noqa: F401 (browser: a fixture)
+
+FAKETIME_LIB = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
+
+
+class LifeVid(Vid):
+    """A Vid started with an environment and config edits of its own, managed by the test
+    (some tests kill a worker on purpose, which the shared fixture reports as a crash)."""
+
+    def __init__(self, env=None, main_extra="", events_extra="", stream_main_extra="", **kw):
+        super().__init__(**kw)
+        self.env = env
+        conf = self.prefix / "conf" / "nginx.conf"
+        text = conf.read_text()
+        if main_extra:
+            text = main_extra + "\n" + text
+        if stream_main_extra:
+            text = text.replace("stream {\n", "stream {\n    " + stream_main_extra + "\n", 1)
+        if events_extra:
+            assert "worker_connections 4096;" in text
+            text = text.replace("worker_connections 4096;", events_extra, 1)
+        conf.write_text(text)
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [str(NGINX), "-p", str(self.prefix), "-c", "conf/nginx.conf", "-e", "logs/error.log", "-g", "daemon off;"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=self.env,
+        )
+        wait_for(self._listening, 10, what="nginx to listen")
+        wait_for(lambda: len(self.worker_pids()) >= self.workers, 10, what="workers")
+        return self
+
+
+@pytest.fixture
+def life_factory():
+    made = []
+
+    def make(allow_killed=(), allow_alerts=(), **kw):
+        v = LifeVid(**kw).start()
+        v.allow_killed = allow_killed
+        v.allow_alerts = allow_alerts
+        made.append(v)
+        return v
+
+    yield make
+    for v in made:
+        v.stop()
+        allowed = list(v.allow_alerts) + [f"worker process {pid} exited on signal 9" for pid in v.allow_killed]
+        log = "\n".join(l for l in v.log().splitlines() if not any(a in l for a in allowed))
+        crashes = [c for c in v.crashes() if not any(a in c for a in allowed)]
+        v.cleanup()
+        assert not crashes, f"worker crashed: {crashes}"
+        assert "[alert]" not in log and "[emerg]" not in log, log[-4000:]
+
+
+def playlist(vid, key):
+    r = vid.get(f"/live/{key}/index.m3u8")
+    return parse_playlist(r.text) if r.status == 200 else None
+
+
+def last_msn(pl):
+    return int(pl["segments"][-1]["uri"].split(".")[0])
+
+
+def wait_segments(vid, key, n=2, timeout=30):
+    return wait_for(lambda: (lambda p: p if p and len(p["segments"]) >= n else None)(playlist(vid, key)),
+                    timeout, step=0.2, what=f"{n} segments of {key}")
+
+
+def wait_advance(vid, key, timeout=8):
+    """The playlist gains a segment (and has no ENDLIST) within `timeout`."""
+    start = last_msn(playlist(vid, key))
+    pl = wait_for(lambda: (lambda p: p if p and last_msn(p) > start else None)(playlist(vid, key)),
+                  timeout, step=0.2, what=f"{key} to advance past {start}")
+    assert not pl.get("endlist"), pl
+    return pl
+
+
+class Watch:
+    """Polls a playlist in the background; remembers whether ENDLIST was ever served."""
+
+    def __init__(self, vid, key):
+        self.vid, self.key = vid, key
+        self.endlist_at = None
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        while not self.stop.is_set():
+            try:
+                p = playlist(self.vid, self.key)
+                if p and p.get("endlist") and self.endlist_at is None:
+                    self.endlist_at = time.monotonic()
+            except OSError:
+                pass
+            time.sleep(0.1)
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(5)
+
+
+def kill(p):
+    if p.poll() is None:
+        p.kill()
+    p.wait()
+
+
+# ------------------------------------------------------------------ wall-clock steps
+
+@pytest.mark.skipif(not FAKETIME_LIB.exists(), reason="libfaketime not installed (scripts/deps.sh)")
+def test_wall_clock_steps_do_not_end_a_live_stream(life_factory):
+    # Readable by the workers, which run as nobody when the tests run as root.
+    folder = Path(tempfile.mkdtemp(prefix="vid-faketime-"))
+    folder.chmod(0o755)
+    stamp = folder / "faketime"
+    stamp.write_text("+0\n")
+    stamp.chmod(0o644)
+    env = dict(os.environ, LD_PRELOAD=str(FAKETIME_LIB), FAKETIME_TIMESTAMP_FILE=str(stamp),
+               FAKETIME_CACHE_DURATION="1", FAKETIME_DONT_FAKE_MONOTONIC="1")
+    keep = "".join(f"env {k};\n" for k in ("LD_PRELOAD", "FAKETIME_TIMESTAMP_FILE", "FAKETIME_CACHE_DURATION",
+                                           "FAKETIME_DONT_FAKE_MONOTONIC"))
+    # Takeover off: a second publisher is refused unless the first looks stale, which is
+    # what a wall-clock step used to fake.
+    vid = life_factory(workers=2, env=env, main_extra=keep, stream_extra="rtmp_live_takeover off;")
+    pub = publish(vid.rtmp_url("clock"), seconds=60)
+    try:
+        wait_segments(vid, "clock", 2)
+        for step in ("+100", "-100", "+0"):
+            stamp.write_text(step + "\n")
+            time.sleep(2.5)  # libfaketime re-reads the file once a second
+            wait_advance(vid, "clock")
+            wait_advance(vid, "clock")
+            # Nobody else may claim the key.
+            dup = publish(vid.rtmp_url("clock"), seconds=3)
+            assert dup.wait(30) != 0, f"a second publisher took the key after a {step} s clock step"
+            assert pub.poll() is None, "the publisher was cut off"
+        log = vid.log()
+        assert "taken over" not in log, log[-3000:]
+        assert log.count('stream "clock" is already being published') == 3, log[-3000:]
+        # nginx did see the steps: its log (wall-clock stamps) jumped ahead and back.
+        stamps = [time.mktime(time.strptime(l[:19], "%Y/%m/%d %H:%M:%S")) for l in log.splitlines()
+                  if l[:4].isdigit() and "already being published" in l]
+        assert stamps[0] - time.time() > 60, (stamps, log[-3000:])
+        assert stamps[1] < stamps[0] - 150, stamps
+    finally:
+        kill(pub)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ reconnects
+
+def test_reconnect_within_grace_continues_then_grace_ends(life_factory):
+    # 1 s segments: the grace period defaults to 3 s.
+    vid = life_factory(segment="1s", part="200ms", window=6)
+    a = publish(vid.rtmp_url("recon"), seconds=60)
+    watch = Watch(vid, "recon")
+    b = None
+    try:
+        wait_segments(vid, "recon", 3)
+        before = last_msn(playlist(vid, "recon"))
+        a.send_signal(signal.SIGKILL)  # the encoder dies: no unpublish, the socket closes
+        a.wait()
+        time.sleep(1.0)
+        b = publish(vid.rtmp_url("recon"), seconds=60)
+        pl = wait_for(lambda: (lambda p: p if p and any(s.get("disc") for s in p["segments"])
+                               and last_msn(p) > before + 2 else None)(playlist(vid, "recon")),
+                      20, what="the republished stream")
+        msns = [int(s["uri"].split(".")[0]) for s in pl["segments"]]
+        assert msns == list(range(msns[0], msns[0] + len(msns))), ("MEDIA-SEQUENCE continues", msns)
+        assert watch.endlist_at is None, "ENDLIST served during the reconnect"
+        assert "lost its connection" in vid.log()
+
+        # Now the encoder goes for good: ENDLIST only once the grace period is over.
+        b.send_signal(signal.SIGKILL)
+        b.wait()
+        gone = time.monotonic()
+        wait_for(lambda: watch.endlist_at, 15, what="ENDLIST after the grace period")
+        waited = watch.endlist_at - gone
+        assert waited >= 2.5, f"ENDLIST {waited:.1f} s after the disconnect, before the 3 s grace period ended"
+    finally:
+        watch.close()
+        kill(a)
+        if b:
+            kill(b)
+
+
+class FreezableRelay:
+    """TCP relay to the origin's RTMP port that can stop forwarding without closing:
+    the origin's side of the connection stays open and silent (half-open)."""
+
+    def __init__(self, target_port):
+        self.target = target_port
+        self.frozen = threading.Event()
+        self.srv = socket.socket()
+        self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(4)
+        self.port = self.srv.getsockname()[1]
+        self.kept = []
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        try:
+            client, _ = self.srv.accept()
+        except OSError:
+            return
+        upstream = socket.create_connection(("127.0.0.1", self.target))
+        self.kept += [client, upstream]
+        for src, dst in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self.pipe, args=(src, dst), daemon=True).start()
+
+    def pipe(self, src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data or self.frozen.is_set():
+                    break  # frozen: stop forwarding, close nothing
+                dst.sendall(data)
+        except OSError:
+            pass
+        while not self.frozen.is_set():  # the publisher went away before the freeze
+            time.sleep(0.1)
+
+    def close(self):
+        for s in self.kept + [self.srv]:
+            s.close()
+
+
+def test_reconnect_with_half_open_old_connection_keeps_hlsjs_playing(life_factory, browser):
+    """The encoder's network changes: its old TCP connection stays open with no FIN (a relay
+    that stops forwarding), the encoder reconnects within 2 s. hls.js in Chromium keeps
+    playing: no ENDLIST, no `ended`, at most one stall, playback goes on with new media."""
+    vid = life_factory(segment="1s", part="200ms", window=6)
+    relay = FreezableRelay(vid.rtmp_port)
+    a = publish(f"rtmp://127.0.0.1:{relay.port}/live/halfopen", seconds=90)
+    b = None
+    watch = None
+    reconnected = threading.Event()
+
+    def reconnect():
+        nonlocal b
+        time.sleep(5)  # steady playback first
+        relay.frozen.set()  # the old connection now hangs, open and silent
+        a.send_signal(signal.SIGKILL)
+        time.sleep(1.5)
+        b = publish(vid.rtmp_url("halfopen"), seconds=90)
+        reconnected.set()
+
+    try:
+        wait_segments(vid, "halfopen", 2)
+        watch = Watch(vid, "halfopen")
+        out, _ = run_play(browser, vid.url("/?key=halfopen"), "--seconds", "22",
+                                      timeout=STARTUP_TIMEOUT + 22 + 90, on_playing=reconnect)
+        log = vid.log()
+    finally:
+        if watch:
+            watch.close()
+        relay.close()
+        kill(a)
+        if b:
+            kill(b)
+    stats = out.get("stats") or {}
+    assert not out.get("error"), out.get("error")
+    assert reconnected.is_set(), "the reconnect did not happen while the page played"
+    assert watch.endlist_at is None, "ENDLIST served during the reconnect"
+    assert not stats["ended"], "the player saw the stream end"
+    assert stats["fatalErrors"] == 0, stats["errors"]
+    assert stats["stalls"] <= 1, stats["stallEvents"]
+    samples = out["samples"]
+    assert all(s["playing"] for s in samples[-3:]), samples[-5:]
+    # Playing new media: the playhead went on well past the reconnect.
+    assert samples[-1]["currentTime"] - samples[-6]["currentTime"] >= 4, samples[-8:]
+    assert "takes the stream over" in log, log[-3000:]
+    assert 'closing connection: stream "halfopen" was taken over by another publisher' in log, log[-3000:]
+
+
+# ------------------------------------------------------------------ a dead owner
+
+def publishing_worker(vid, key):
+    """The pid of the worker that logged the start of `key`'s publish."""
+    for line in vid.log().splitlines():
+        if f'/{key}" started' in line:
+            return int(line.split("[notice] ")[1].split("#")[0])
+    return None
+
+
+def test_killed_publishing_worker_ends_the_stream(life_factory):
+    vid = life_factory(workers=2, segment="1s", part="200ms", window=6)
+    a = publish(vid.rtmp_url("crash"), seconds=60)
+    try:
+        wait_segments(vid, "crash", 2)
+        pid = wait_for(lambda: publishing_worker(vid, "crash"), 10, what="publish log line")
+        vid.allow_killed = (pid,)
+        os.kill(pid, signal.SIGKILL)
+        killed = time.monotonic()
+        # The encoder saw its connection drop; nobody closed the stream for it.
+        wait_for(lambda: (lambda p: p if p and p.get("endlist") else None)(playlist(vid, "crash")),
+                 15, what="ENDLIST after the owner died")
+        took = time.monotonic() - killed
+        print(f"\ndead owner: ENDLIST {took:.1f} s after kill -9 of the publishing worker (grace 3 s)")
+        assert took < 10
+    finally:
+        kill(a)
+
+
+# ------------------------------------------------------------------ unauthenticated sockets
+
+def test_handshake_deadline_and_trickling_client(life_factory):
+    vid = life_factory(stream_extra="rtmp_live_handshake_timeout 2s;")
+    s = socket.create_connection(("127.0.0.1", vid.rtmp_port))
+    t0 = time.monotonic()
+    closed = None
+    try:
+        # One byte every 0.5 s would keep an idle timer alive forever; the deadline is absolute.
+        for _ in range(40):
+            try:
+                s.send(b"\x03")
+                s.settimeout(0.5)
+                if s.recv(4096) == b"":
+                    closed = time.monotonic() - t0
+                    break
+            except socket.timeout:
+                continue
+            except OSError:
+                closed = time.monotonic() - t0
+                break
+    finally:
+        s.close()
+    assert closed is not None, "a trickling client was never closed"
+    # Sent bytes for longer than the deadline; closed by it, not by an error.
+    assert 1.8 <= closed < 6, f"closed after {closed:.1f} s, deadline 2 s"
+
+
+def test_silent_socket_flood_does_not_lock_out_viewers(life_factory):
+    """600 silent sockets against worker_connections 256: viewers get through again once
+    the handshake deadline has closed them."""
+    vid = life_factory(stream_extra="rtmp_live_handshake_timeout 2s;", events_extra="worker_connections 256;",
+                       allow_alerts=("worker_connections are not enough",))
+    pub = publish(vid.rtmp_url("flood"), seconds=40)
+    socks = []
+    try:
+        wait_segments(vid, "flood", 2)
+        for _ in range(600):
+            try:
+                socks.append(socket.create_connection(("127.0.0.1", vid.rtmp_port), timeout=1))
+            except OSError:
+                break
+        t0 = time.monotonic()
+
+        def viewer_ok():
+            try:
+                return vid.get("/live/flood/index.m3u8", timeout=1).status == 200
+            except OSError:
+                return False
+
+        wait_for(viewer_ok, 15, step=0.2, what="a viewer to get the playlist during the flood")
+        waited = time.monotonic() - t0
+        print(f"\nflood: {len(socks)} silent sockets; a viewer got through after {waited:.1f} s (deadline 2 s)")
+        assert waited < 8
+        wait_advance(vid, "flood")
+    finally:
+        for s in socks:
+            s.close()
+        kill(pub)
+
+
+def test_limit_conn_caps_connections_per_address(life_factory):
+    """The documented cap on (unauthenticated) connections per address: stream limit_conn."""
+    vid = life_factory(stream_main_extra="limit_conn_zone $binary_remote_addr zone=rtmp_addr:1m;",
+                       stream_extra="limit_conn rtmp_addr 3;")
+    socks = [socket.create_connection(("127.0.0.1", vid.rtmp_port)) for _ in range(3)]
+    try:
+        time.sleep(0.3)
+        extra = socket.create_connection(("127.0.0.1", vid.rtmp_port))
+        extra.settimeout(3)
+        try:
+            assert extra.recv(16) == b"", "a 4th connection from one address was served"
+        except ConnectionResetError:
+            pass
+        finally:
+            extra.close()
+        wait_for(lambda: 'limiting connections by zone "rtmp_addr"' in vid.log(), 5, what="limit_conn log line")
+        # The three within the cap are still being served (handshake answered).
+        socks[0].sendall(b"\x03" + bytes(1536))
+        socks[0].settimeout(3)
+        assert socks[0].recv(1)[:1] == b"\x03"
+    finally:
+        for s in socks:
+            s.close()
