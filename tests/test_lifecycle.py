@@ -6,6 +6,7 @@ libfaketime: Debian `faketime` (scripts/deps.sh). FAKETIME_DONT_FAKE_MONOTONIC=1
 real NTP step, which moves the wall clock and leaves CLOCK_MONOTONIC alone.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -417,3 +418,48 @@ def test_limit_conn_caps_connections_per_address(life_factory):
     finally:
         for s in socks:
             s.close()
+
+
+# ------------------------------------------------------------------ a reload that resizes the zone
+
+def test_reload_resizing_the_zone_carries_streams_over(life_factory):
+    """nginx reuses a shared zone only when its size is unchanged. A resize carries every
+    stream into the new zone: viewers keep the playlist, the publisher (still on an old
+    worker) is disconnected rather than left writing to a zone nobody reads, and its
+    reconnect continues the stream. Never two writers for one key."""
+    vid = life_factory(workers=2, segment="1s", part="200ms", window=6)
+    a = publish(vid.rtmp_url("resize"), seconds=60)
+    b = None
+    try:
+        wait_segments(vid, "resize", 3)
+        before = last_msn(playlist(vid, "resize"))
+        conf = vid.prefix / "conf" / "nginx.conf"
+        text = conf.read_text()
+        assert "hls_live_zone live 64m;" in text
+        conf.write_text(text.replace("hls_live_zone live 64m;", "hls_live_zone live 32m;"))
+        vid.reload()
+        wait_for(lambda: "changed size" in vid.log(), 10, what="the carry-over log line")
+        log = vid.log()
+        assert "1 streams carried over, 0 did not fit" in log, log[-2000:]
+        # The old writer is refused and its connection closed.
+        wait_for(lambda: 'stream "resize": its zone is gone' in vid.log(), 10, what="the old writer to be closed")
+        assert a.wait(20) is not None
+        # New workers serve the carried stream: no ENDLIST during the grace period.
+        r = vid.get("/live/resize/index.m3u8")
+        assert r.status == 200, (r.status, r.text, vid.log()[-3000:])
+        pl = parse_playlist(r.text)
+        assert not pl.get("endlist") and last_msn(pl) >= before, pl
+        assert any(s["key"] == "resize" for s in json.loads(vid.get("/streams.json").text)["streams"])
+        # The encoder reconnects: the playlist goes on with a discontinuity.
+        b = publish(vid.rtmp_url("resize"), seconds=60)
+        pl = wait_for(lambda: (lambda p: p if p and any(s.get("disc") for s in p["segments"])
+                               and last_msn(p) > before + 2 else None)(playlist(vid, "resize")),
+                      20, what="the republished stream in the new zone")
+        msns = [int(s["uri"].split(".")[0]) for s in pl["segments"]]
+        assert msns == list(range(msns[0], msns[0] + len(msns))), msns
+        assert not pl.get("endlist")
+        wait_advance(vid, "resize")
+    finally:
+        kill(a)
+        if b:
+            kill(b)

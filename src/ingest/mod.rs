@@ -476,11 +476,12 @@ impl Connection {
         // unfinished segment was sealed as it was).
         let (slot, id) = (p.slot, p.publish_id);
         let mut ours = true;
-        let available = !self.outputs.is_empty()
+        let checked = !self.outputs.is_empty();
+        let available = checked
             && shared.with_table(&mut |t| {
                 ours = t.slot_mut(slot).is_some_and(|i| i.is_writer(id));
             });
-        if !self.outputs.is_empty() && !(available && ours) {
+        if checked && !(available && ours) {
             let err = lost_error(&p.key, available);
             self.outputs.clear();
             self.publishing = None;
@@ -540,7 +541,7 @@ fn lost_error(key: &str, available: bool) -> IngestError {
     IngestError::Refused(if available {
         format!("stream \"{key}\" was taken over by another publisher")
     } else {
-        format!("stream \"{key}\": its index is no longer available")
+        format!("stream \"{key}\": its zone is gone (a reload replaced it); the publisher may reconnect")
     })
 }
 

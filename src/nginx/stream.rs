@@ -155,9 +155,16 @@ pub static mut ngx_stream_vid_module: ngx_module_t = ngx_module_t {
     ctx: &CTX as *const _ as *mut _,
     commands: unsafe { &raw mut COMMANDS[0] },
     type_: NGX_STREAM_MODULE as ngx_uint_t,
+    init_module: Some(init_module),
     init_process: Some(super::sweeper::init_process),
     ..ngx_module_t::default()
 };
+
+/// A configuration was accepted (master): carry streams into resized zones.
+unsafe extern "C" fn init_module(cycle: *mut nginx_sys::ngx_cycle_t) -> ngx_int_t {
+    zone::commit(cycle);
+    NGX_OK as ngx_int_t
+}
 
 /// The tag that marks vid's shared zones, shared by the stream and http sides.
 pub fn zone_tag() -> *mut c_void {

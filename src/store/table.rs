@@ -216,6 +216,36 @@ impl<'a> Table<'a> {
         })
     }
 
+    /// Copies every stream of `old` — the table of a zone that a reload replaces with one
+    /// of another size — into this one. A live stream whose publisher is connected starts
+    /// its grace period here: its writer stays with the old zone (which refuses it from now
+    /// on), so it reconnects and continues the stream in this one. Returns the number of
+    /// streams carried over and of those that did not fit.
+    pub fn carry_over(&mut self, old: &Table, now_ms: i64) -> (usize, usize) {
+        let (mut carried, mut dropped) = (0, 0);
+        for s in old.iter().filter(|s| !s.is_free()) {
+            let free = self.used().iter().position(|s| s.is_free());
+            let i = match free {
+                Some(i) => i,
+                None if self.used < self.slots.len() => {
+                    self.used += 1;
+                    if let Some(hw) = self.high_water.as_deref_mut() {
+                        *hw = self.used;
+                    }
+                    self.used - 1
+                }
+                None => {
+                    dropped += 1;
+                    continue;
+                }
+            };
+            self.slots[i] = *s;
+            self.slots[i].disconnect(now_ms);
+            carried += 1;
+        }
+        (carried, dropped)
+    }
+
     /// Periodic housekeeping: a live slot with no update for `stale_ms` becomes ended
     /// (its writer died); an ended slot whose retention (its availability: the playlist
     /// duration, at least 3 × TD, after its end) has passed is freed. Returns the dirs

@@ -592,3 +592,40 @@ fn high_water_bounds_lookups_and_sweeps() {
     t.claim("x", "/d/x", &s, 1, 0).unwrap();
     assert_eq!(t.claim("y", "/d/y", &s, 1, 0), Err(ClaimError::Full));
 }
+
+#[test]
+fn carry_over_into_a_resized_table() {
+    let s = StreamSettings::default();
+    let life = crate::store::Lifecycle {
+        grace_ms: 3000,
+        takeover: crate::store::Takeover::Newest,
+    };
+    let mut old_slots = vec![StreamIndex::ZERO; 3];
+    let mut old = Table::new(&mut old_slots);
+    for key in ["a", "b", "c"] {
+        let c = old
+            .claim_with(key, "/d", &s, 1, crate::store::Now::same(0), &life)
+            .unwrap();
+        let idx = old.slot_mut(c.slot).unwrap();
+        idx.apply(&init(c.first_init_version), 0);
+        apply_all(idx, &segment(0, 10, 200_000, 100, false, 1, 0), 100);
+    }
+    old.find_mut("c").unwrap().end(200);
+    let mut new_slots = vec![StreamIndex::ZERO; 2];
+    let mut hw = 0;
+    let mut new = Table::with_high_water(&mut new_slots, &mut hw);
+    assert_eq!(new.carry_over(&old, 1_000), (2, 1));
+    // Live ones await their publisher's reconnect for the grace period, then end.
+    let a = *new.find("a").unwrap();
+    assert!(a.publisher_gone());
+    assert_eq!(a.next_msn(), 1);
+    let c = new
+        .claim_with("a", "/d", &s, 2, crate::store::Now::same(2_000), &life)
+        .unwrap();
+    assert_eq!((c.first_msn, c.discontinuity, c.took_over), (1, true, None));
+    new.sweep_with(4_000, 90_000, &mut |_| true);
+    assert_eq!(new.find("b").unwrap().state(), StreamState::Ended);
+    assert_eq!(new.find("a").unwrap().state(), StreamState::Live);
+    drop(new);
+    assert_eq!(hw, 2);
+}
