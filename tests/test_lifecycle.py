@@ -29,13 +29,16 @@ class LifeVid(Vid):
     """A Vid started with an environment and config edits of its own, managed by the test
     (some tests kill a worker on purpose, which the shared fixture reports as a crash)."""
 
-    def __init__(self, env=None, main_extra="", events_extra="", stream_main_extra="", **kw):
+    def __init__(self, env=None, main_extra="", events_extra="", stream_main_extra="", replace=(), **kw):
         super().__init__(**kw)
         self.env = env
         conf = self.prefix / "conf" / "nginx.conf"
         text = conf.read_text()
         if main_extra:
             text = main_extra + "\n" + text
+        for old, new in replace:
+            assert old in text, old
+            text = text.replace(old, new)
         if stream_main_extra:
             text = text.replace("stream {\n", "stream {\n    " + stream_main_extra + "\n", 1)
         if events_extra:
@@ -463,3 +466,46 @@ def test_reload_resizing_the_zone_carries_streams_over(life_factory):
         kill(a)
         if b:
             kill(b)
+
+
+# ------------------------------------------------------------------ configuration and shutdown
+
+def test_nginx_t_names_a_zone_that_is_used_but_not_defined():
+    v = Vid()
+    try:
+        conf = v.prefix / "conf" / "nginx.conf"
+        good = conf.read_text()
+        anchor = "            hls_live on;                # http://HOST:8080/live/"
+        assert anchor in good
+        conf.write_text(good.replace(anchor, "            hls_live_zone nosuch;\n" + anchor, 1))
+        r = v.nginx("-t", check=False)
+        assert r.returncode != 0, r.stderr
+        assert '"hls_live_zone" "nosuch" is used' in r.stderr and "stream{} block" in r.stderr, r.stderr
+        conf.write_text(good.replace("rtmp_live live;", "rtmp_live other;"))
+        r = v.nginx("-t", check=False)
+        assert r.returncode != 0 and '"hls_live_zone" "other" is used' in r.stderr, r.stderr
+        conf.write_text(good)
+        assert v.nginx("-t", check=False).returncode == 0
+    finally:
+        v.cleanup()
+
+
+def test_quit_completes_while_a_publisher_is_connected(life_factory):
+    assert "worker_shutdown_timeout 30s;" in (Path(__file__).parent.parent / "nginx-conf" / "vid.conf").read_text(), \
+        "the shipped config sets worker_shutdown_timeout"
+    vid = life_factory(replace=[("worker_shutdown_timeout 30s;", "worker_shutdown_timeout 2s;")])
+    pub = publish(vid.rtmp_url("quit"), seconds=60)
+    try:
+        wait_segments(vid, "quit", 2)
+        # A long query (a CDN token or cache-buster) is fine.
+        r = vid.get("/live/quit/index.m3u8?token=" + "t" * 6000 + "&cb=1")
+        assert r.status == 200 and "#EXTM3U" in r.text, r.status
+        t0 = time.monotonic()
+        vid.proc.send_signal(signal.SIGQUIT)
+        vid.proc.wait(20)
+        took = time.monotonic() - t0
+        print(f"\nquit with a publisher connected: nginx exited after {took:.1f} s (worker_shutdown_timeout 2s)")
+        assert took < 10
+        assert "rtmp: closing connection: worker is exiting" in vid.log()
+    finally:
+        kill(pub)

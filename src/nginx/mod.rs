@@ -4,8 +4,10 @@
 //! - `http`: the `hls_live` location handler (playlists and media).
 //! - `zone`: the shared-memory zone holding every stream's index.
 //! - `sweeper`: a per-worker timer that retires ended streams and their files.
+//! - `conf_check`: a configuration check that names a zone used but never defined.
 #![allow(clippy::missing_safety_doc)]
 
+mod conf_check;
 mod http;
 mod stream;
 mod sweeper;
@@ -22,17 +24,19 @@ pub use stream::ngx_stream_vid_module;
 // The module table nginx reads from a dynamic module: our two modules, in order.
 #[no_mangle]
 #[allow(non_upper_case_globals)]
-pub static mut ngx_modules: [*const nginx_sys::ngx_module_t; 3] = [
+pub static mut ngx_modules: [*const nginx_sys::ngx_module_t; 4] = [
     &raw const ngx_stream_vid_module,
     &raw const ngx_http_vid_module,
+    &raw const conf_check::ngx_vid_core_module,
     core::ptr::null(),
 ];
 
 #[no_mangle]
 #[allow(non_upper_case_globals)]
-pub static mut ngx_module_names: [*const c_char; 3] = [
+pub static mut ngx_module_names: [*const c_char; 4] = [
     c"ngx_stream_vid_module".as_ptr(),
     c"ngx_http_vid_module".as_ptr(),
+    c"ngx_vid_core_module".as_ptr(),
     core::ptr::null(),
 ];
 

@@ -573,6 +573,16 @@ unsafe fn flush(c: *mut ngx_connection_t, session: &mut Session) -> bool {
 unsafe extern "C" fn read_handler(rev: *mut ngx_event_t) {
     let c = (*rev).data as *mut ngx_connection_t;
     let session = &mut *session_of(c);
+    if (*c).close() != 0 {
+        // nginx closes connections (worker_shutdown_timeout while exiting): a lost
+        // connection for the stream, whose grace period starts.
+        ngx_log_error!(
+            NGX_LOG_NOTICE,
+            (*c).log,
+            "rtmp: closing connection: worker is exiting"
+        );
+        return finalize(c, NGX_STREAM_OK);
+    }
     if (*rev).timedout() != 0 {
         (*rev).set_timedout(0);
         if !tick(c, session) {

@@ -153,7 +153,8 @@ unsafe fn find_zone(
 /// retire the old one, so that two writers never share a stream or its folder.
 pub unsafe fn commit(cycle: *mut nginx_sys::ngx_cycle_t) {
     let log = (*cycle).log;
-    let pending = core::mem::take(&mut *(&raw mut PENDING));
+    let pending = &raw mut PENDING;
+    let pending = core::mem::take(&mut *pending);
     for (n, &(new, old)) in pending.iter().enumerate() {
         // Entries left by a configuration that failed to load are stale: keep only pairs
         // that are (still) this configuration's zone and the running one's, once each.
