@@ -1,18 +1,13 @@
-"""The life of a stream against a real nginx: wall-clock steps (libfaketime), encoder
-reconnects (grace period, takeover, a half-open old connection) watched by hls.js in
-Chromium, a publishing worker killed with -9, unauthenticated sockets.
-
-libfaketime: Debian `faketime` (scripts/deps.sh). FAKETIME_DONT_FAKE_MONOTONIC=1 models a
-real NTP step, which moves the wall clock and leaves CLOCK_MONOTONIC alone.
+"""The life of a stream against a real nginx: encoder reconnects (grace period, takeover,
+a half-open old connection) watched by hls.js in Chromium, unauthenticated sockets, a
+reload that resizes the zone, shutdown. Clock steps, a killed publishing worker and
+socket floods are in tests/test_chaos.py.
 """
 
 import json
-import os
-import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -20,9 +15,11 @@ from pathlib import Path
 import pytest
 
 from conftest import NGINX, Vid, parse_playlist, publish, wait_for
-from test_player import STARTUP_TIMEOUT, browser, run_play  # noqa: F401 (browser: a fixture)
+from test_player import STARTUP_TIMEOUT, browser, early_stalls, run_play  # noqa: F401 (browser: a fixture)
 
-FAKETIME_LIB = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
+# libfaketime (Debian `faketime`), for tests/test_chaos.py.
+FAKETIME_LIB = next(iter(sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))),
+                    Path("/usr/lib/faketime/libfaketime.so.1"))
 
 
 class LifeVid(Vid):
@@ -130,48 +127,6 @@ def kill(p):
     if p.poll() is None:
         p.kill()
     p.wait()
-
-
-# ------------------------------------------------------------------ wall-clock steps
-
-@pytest.mark.skipif(not FAKETIME_LIB.exists(), reason="libfaketime not installed (scripts/deps.sh)")
-def test_wall_clock_steps_do_not_end_a_live_stream(life_factory):
-    # Readable by the workers, which run as nobody when the tests run as root.
-    folder = Path(tempfile.mkdtemp(prefix="vid-faketime-"))
-    folder.chmod(0o755)
-    stamp = folder / "faketime"
-    stamp.write_text("+0\n")
-    stamp.chmod(0o644)
-    env = dict(os.environ, LD_PRELOAD=str(FAKETIME_LIB), FAKETIME_TIMESTAMP_FILE=str(stamp),
-               FAKETIME_CACHE_DURATION="1", FAKETIME_DONT_FAKE_MONOTONIC="1")
-    keep = "".join(f"env {k};\n" for k in ("LD_PRELOAD", "FAKETIME_TIMESTAMP_FILE", "FAKETIME_CACHE_DURATION",
-                                           "FAKETIME_DONT_FAKE_MONOTONIC"))
-    # Takeover off: a second publisher is refused unless the first looks stale, which is
-    # what a wall-clock step used to fake.
-    vid = life_factory(workers=2, env=env, main_extra=keep, stream_extra="rtmp_live_takeover off;")
-    pub = publish(vid.rtmp_url("clock"), seconds=60)
-    try:
-        wait_segments(vid, "clock", 2)
-        for step in ("+100", "-100", "+0"):
-            stamp.write_text(step + "\n")
-            time.sleep(2.5)  # libfaketime re-reads the file once a second
-            wait_advance(vid, "clock")
-            wait_advance(vid, "clock")
-            # Nobody else may claim the key.
-            dup = publish(vid.rtmp_url("clock"), seconds=3)
-            assert dup.wait(30) != 0, f"a second publisher took the key after a {step} s clock step"
-            assert pub.poll() is None, "the publisher was cut off"
-        log = vid.log()
-        assert "taken over" not in log, log[-3000:]
-        assert log.count('stream "clock" is already being published') == 3, log[-3000:]
-        # nginx did see the steps: its log (wall-clock stamps) jumped ahead and back.
-        stamps = [time.mktime(time.strptime(l[:19], "%Y/%m/%d %H:%M:%S")) for l in log.splitlines()
-                  if l[:4].isdigit() and "already being published" in l]
-        assert stamps[0] - time.time() > 60, (stamps, log[-3000:])
-        assert stamps[1] < stamps[0] - 150, stamps
-    finally:
-        kill(pub)
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 # ------------------------------------------------------------------ reconnects
@@ -296,7 +251,8 @@ def test_reconnect_keeps_hlsjs_playing(life_factory, browser, old_connection):
     assert watch.endlist_at is None, "ENDLIST served during the reconnect"
     assert not stats["ended"], "the player saw the stream end"
     assert stats["fatalErrors"] == 0, stats["errors"]
-    assert stats["stalls"] <= 1, stats["stallEvents"]
+    # hls.js's own start-up hiccup (see test_player.START_GRACE_S) is not the reconnect's.
+    assert stats["stalls"] - len(early_stalls(stats)) <= 1, stats["stallEvents"]
     samples = out["samples"]
     assert all(s["playing"] for s in samples[-3:]), samples[-5:]
     # Playing new media: the playhead went on well past the reconnect.
@@ -306,35 +262,6 @@ def test_reconnect_keeps_hlsjs_playing(life_factory, browser, old_connection):
         assert 'closing connection: stream "halfopen" was taken over by another publisher' in log, log[-3000:]
     else:
         assert "lost its connection" in log and "continues the previous stream" in log, log[-3000:]
-
-
-# ------------------------------------------------------------------ a dead owner
-
-def publishing_worker(vid, key):
-    """The pid of the worker that logged the start of `key`'s publish."""
-    for line in vid.log().splitlines():
-        if f'/{key}" started' in line:
-            return int(line.split("[notice] ")[1].split("#")[0])
-    return None
-
-
-def test_killed_publishing_worker_ends_the_stream(life_factory):
-    vid = life_factory(workers=2, segment="1s", part="200ms", window=6)
-    a = publish(vid.rtmp_url("crash"), seconds=60)
-    try:
-        wait_segments(vid, "crash", 2)
-        pid = wait_for(lambda: publishing_worker(vid, "crash"), 10, what="publish log line")
-        vid.allow_killed = (pid,)
-        os.kill(pid, signal.SIGKILL)
-        killed = time.monotonic()
-        # The encoder saw its connection drop; nobody closed the stream for it.
-        wait_for(lambda: (lambda p: p if p and p.get("endlist") else None)(playlist(vid, "crash")),
-                 15, what="ENDLIST after the owner died")
-        took = time.monotonic() - killed
-        print(f"\ndead owner: ENDLIST {took:.1f} s after kill -9 of the publishing worker (grace 3 s)")
-        assert took < 10
-    finally:
-        kill(a)
 
 
 # ------------------------------------------------------------------ unauthenticated sockets
@@ -363,39 +290,6 @@ def test_handshake_deadline_and_trickling_client(life_factory):
     assert closed is not None, "a trickling client was never closed"
     # Sent bytes for longer than the deadline; closed by it, not by an error.
     assert 1.8 <= closed < 6, f"closed after {closed:.1f} s, deadline 2 s"
-
-
-def test_silent_socket_flood_does_not_lock_out_viewers(life_factory):
-    """600 silent sockets against worker_connections 256: viewers get through again once
-    the handshake deadline has closed them."""
-    vid = life_factory(stream_extra="rtmp_live_handshake_timeout 2s;", events_extra="worker_connections 256;",
-                       allow_alerts=("worker_connections are not enough",))
-    pub = publish(vid.rtmp_url("flood"), seconds=40)
-    socks = []
-    try:
-        wait_segments(vid, "flood", 2)
-        for _ in range(600):
-            try:
-                socks.append(socket.create_connection(("127.0.0.1", vid.rtmp_port), timeout=1))
-            except OSError:
-                break
-        t0 = time.monotonic()
-
-        def viewer_ok():
-            try:
-                return vid.get("/live/flood/index.m3u8", timeout=1).status == 200
-            except OSError:
-                return False
-
-        wait_for(viewer_ok, 15, step=0.2, what="a viewer to get the playlist during the flood")
-        waited = time.monotonic() - t0
-        print(f"\nflood: {len(socks)} silent sockets; a viewer got through after {waited:.1f} s (deadline 2 s)")
-        assert waited < 8
-        wait_advance(vid, "flood")
-    finally:
-        for s in socks:
-            s.close()
-        kill(pub)
 
 
 def test_limit_conn_caps_connections_per_address(life_factory):
