@@ -150,7 +150,7 @@ def test_reconnect_within_grace_continues_then_grace_ends(life_factory):
         msns = [int(s["uri"].split(".")[0]) for s in pl["segments"]]
         assert msns == list(range(msns[0], msns[0] + len(msns))), ("MEDIA-SEQUENCE continues", msns)
         assert watch.endlist_at is None, "ENDLIST served during the reconnect"
-        assert "lost its connection" in vid.log()
+        assert "ended (connection lost)" in vid.log()
 
         # Now the encoder goes for good: ENDLIST only once the grace period is over.
         b.send_signal(signal.SIGKILL)
@@ -261,7 +261,7 @@ def test_reconnect_keeps_hlsjs_playing(life_factory, browser, old_connection):
         assert "takes the stream over" in log, log[-3000:]
         assert 'closing connection: stream "halfopen" was taken over by another publisher' in log, log[-3000:]
     else:
-        assert "lost its connection" in log and "continues the previous stream" in log, log[-3000:]
+        assert "ended (connection lost)" in log and "continues the previous stream" in log, log[-3000:]
 
 
 # ------------------------------------------------------------------ unauthenticated sockets

@@ -456,7 +456,7 @@ impl Connection {
             self.say(
                 LogLevel::Notice,
                 format!(
-                    "publish \"{app}/{key}\" lost its connection; the stream stays live for {grace}ms awaiting a reconnect"
+                    "publish \"{app}/{key}\" ended (connection lost); the stream stays live for {grace}ms awaiting a republish"
                 ),
             );
         }
