@@ -590,6 +590,9 @@ def test_timestamp_gap_keeps_segments_within_target(origin):
         assert c.status()["code"] == "NetStream.Publish.Start"
         for t, ts, body in tags:
             c.message(t, body, stream_id=sid, csid=6 if t == 9 else 4, ts=ts)
+        # An explicit unpublish ends the stream at once (a lost connection would leave
+        # it live for the grace period).
+        c.command("deleteStream", 0, None, sid, csid=3)
         c.close()
         wait_log(log, 'publish "live/gap" ended')
     pl = parse_playlist(origin.vid.get("/live/gap/index.m3u8").text)
@@ -609,6 +612,9 @@ def test_looped_fixture_publishes_cleanly(origin):
         assert c.status()["code"] == "NetStream.Publish.Start"
         for t, ts, body in looped(4):
             c.message(t, body, stream_id=sid, csid=6 if t == 9 else 4, ts=ts)
+        # An explicit unpublish ends the stream at once (a lost connection would leave
+        # it live for the grace period).
+        c.command("deleteStream", 0, None, sid, csid=3)
         c.close()
         wait_log(log, 'publish "live/nogap" ended')
     pl = parse_playlist(origin.vid.get("/live/nogap/index.m3u8").text)

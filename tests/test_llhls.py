@@ -533,7 +533,9 @@ def test_stalled_publisher_503_then_end(vid_factory):
     """A publisher that stops sending (SIGSTOP, socket open): held requests get 503 after
     3 x TD. When it goes away, held requests are released, and once the playlist has
     ENDLIST the _HLS_ parameters are ignored and no hint is given."""
-    v = vid_factory(workers=1, segment="1s", window=6)
+    # No grace period: the lost connection ends the stream at once (see test_lifecycle.py
+    # for the grace period).
+    v = vid_factory(workers=1, segment="1s", window=6, stream_extra="hls_live_grace 0;")
     pub = publish(v.rtmp_url("stall"), seconds=60, size="320x240")
     try:
         wait_for(lambda: (lambda r: r.status == 200 and len(parse_ll(r.text)["segments"]) >= 2)(

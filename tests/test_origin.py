@@ -160,7 +160,8 @@ def test_republish_continues_with_discontinuity(vid_factory):
 
 
 def test_two_streams_and_second_publisher_refused(vid_factory):
-    vid = vid_factory(workers=2)
+    # The default lets the newest publisher take a key over (tests/test_lifecycle.py).
+    vid = vid_factory(workers=2, stream_extra="rtmp_live_takeover off;")
     a = publish(vid.rtmp_url("alpha"), seconds=12)
     b = publish(vid.rtmp_url("beta"), seconds=12, size="320x240")
     try:

@@ -190,6 +190,7 @@ pub fn ingest_into(data: &[u8], index: &mut MemoryIndex) -> (Vec<(LogLevel, Stri
         max_message_size: 1 << 16,
         owner: 1,
         ts: mode & 2 != 0,
+        lifecycle: Default::default(),
     });
     let mut now = 1_700_000_000_000i64;
     let prefix = publish_prefix();

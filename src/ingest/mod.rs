@@ -17,7 +17,7 @@ use crate::rtmp::{self, amf0, Event, Session, SessionConfig};
 use crate::segmenter::{Muxer, Output, Segmenter, SegmenterConfig};
 use crate::store::files::StreamDir;
 use crate::store::names;
-use crate::store::{ClaimError, StreamIndex, StreamSettings, Table};
+use crate::store::{ClaimError, Lifecycle, Now, StreamIndex, StreamSettings, Table};
 
 /// Access to the shared table of stream indexes; the implementation holds the lock for
 /// the duration of `f`. Returns false if the table is unavailable.
@@ -38,6 +38,8 @@ pub struct IngestConfig {
     pub owner: u32,
     /// Also write MPEG-TS segments (H.264/AAC streams only).
     pub ts: bool,
+    /// Grace period after a lost connection and takeover policy.
+    pub lifecycle: Lifecycle,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,35 +143,71 @@ impl Connection {
         self.publishing.as_ref().map(|p| p.key.as_str())
     }
 
-    /// Feed bytes read from the publisher. An error means: log it and close.
+    /// Feed bytes read from the publisher. An error means: log it and close. `now_ms`
+    /// serves as both the wall and the monotonic clock; see [`Self::feed_at`].
     pub fn feed(
         &mut self,
         data: &[u8],
         now_ms: i64,
         shared: &mut dyn SharedIndex,
     ) -> Result<(), IngestError> {
+        self.feed_at(data, Now::same(now_ms), shared)
+    }
+
+    /// Feed bytes read from the publisher at `now` (wall clock for PROGRAM-DATE-TIME,
+    /// monotonic clock for everything the index times). An error means: log it and close.
+    pub fn feed_at(
+        &mut self,
+        data: &[u8],
+        now: Now,
+        shared: &mut dyn SharedIndex,
+    ) -> Result<(), IngestError> {
         let mut events = std::mem::take(&mut self.events);
         let fed = self.rtmp.feed(data, &mut events).map_err(IngestError::Rtmp);
         let mut result = Ok(());
         for ev in events.drain(..) {
-            result = self.event(ev, now_ms, shared);
+            result = self.event(ev, now, shared);
             if result.is_err() {
                 break;
             }
         }
         self.events = events;
         // Whatever was cut before an error is still published.
-        let stored = self.store(now_ms, shared);
+        let stored = self.store(now.mono_ms, shared);
         fed?;
         result?;
         stored
     }
 
-    /// The connection is gone: end the stream (EXT-X-ENDLIST) if it was publishing.
+    /// The connection is gone: if it was publishing, its stream stays live for the grace
+    /// period (a reconnect continues it), then ends (EXT-X-ENDLIST).
     pub fn close(&mut self, now_ms: i64, shared: &mut dyn SharedIndex) {
-        if let Err(e) = self.unpublish(now_ms, shared) {
+        self.close_at(Now::same(now_ms), shared)
+    }
+
+    /// [`Self::close`] at `now`.
+    pub fn close_at(&mut self, now: Now, shared: &mut dyn SharedIndex) {
+        if let Err(e) = self.unpublish(now.mono_ms, shared, false) {
             self.say(LogLevel::Error, format!("finishing stream: {e}"));
         }
+    }
+
+    /// Periodic check while the connection is idle: an error (log it and close) if this
+    /// publisher's key was taken over by another publisher.
+    pub fn check_owner(&mut self, shared: &mut dyn SharedIndex) -> Result<(), IngestError> {
+        let Some(p) = self.publishing.as_ref() else {
+            return Ok(());
+        };
+        let (slot, id) = (p.slot, p.publish_id);
+        let mut ours = true;
+        let available = shared.with_table(&mut |t| {
+            ours = t.slot_mut(slot).is_some_and(|i| i.is_writer(id));
+        });
+        if available && ours {
+            return Ok(());
+        }
+        let p = self.publishing.take().expect("publishing");
+        Err(lost_error(&p.key, available))
     }
 
     fn say(&mut self, level: LogLevel, msg: String) {
@@ -179,9 +217,10 @@ impl Connection {
     fn event(
         &mut self,
         ev: Event,
-        now_ms: i64,
+        now: Now,
         shared: &mut dyn SharedIndex,
     ) -> Result<(), IngestError> {
+        let now_ms = now.mono_ms;
         match ev {
             Event::Connect { app, .. } => {
                 self.say(LogLevel::Info, format!("connect app \"{app}\""));
@@ -190,7 +229,7 @@ impl Connection {
             }
             Event::Publish {
                 stream_id, name, ..
-            } => self.publish(stream_id, name, now_ms, shared),
+            } => self.publish(stream_id, name, now, shared),
             Event::Metadata { stream_id, values } => {
                 if let Some(p) = self
                     .publishing
@@ -211,19 +250,20 @@ impl Connection {
                 stream_id,
                 timestamp_ms,
                 data,
-            } => self.media(stream_id, TrackKind::Video, timestamp_ms, data, now_ms),
+            } => self.media(stream_id, TrackKind::Video, timestamp_ms, data, now.wall_ms),
             Event::Audio {
                 stream_id,
                 timestamp_ms,
                 data,
-            } => self.media(stream_id, TrackKind::Audio, timestamp_ms, data, now_ms),
+            } => self.media(stream_id, TrackKind::Audio, timestamp_ms, data, now.wall_ms),
             Event::Unpublish { stream_id } => {
                 if self
                     .publishing
                     .as_ref()
                     .is_some_and(|p| p.stream_id == stream_id)
                 {
-                    self.unpublish(now_ms, shared)?;
+                    // The encoder said it is done: the stream ends at once.
+                    self.unpublish(now_ms, shared, true)?;
                 }
                 Ok(())
             }
@@ -234,9 +274,10 @@ impl Connection {
         &mut self,
         stream_id: u32,
         name: String,
-        now_ms: i64,
+        now: Now,
         shared: &mut dyn SharedIndex,
     ) -> Result<(), IngestError> {
+        let now_ms = now.mono_ms;
         let refuse = |this: &mut Self, why: String| {
             this.rtmp
                 .reject_publish(stream_id, "NetStream.Publish.BadName", &why);
@@ -264,9 +305,10 @@ impl Connection {
             clock_numbering: true,
         };
         let owner = self.cfg.owner;
+        let life = self.cfg.lifecycle;
         let mut claimed = None;
         let ok = shared.with_table(&mut |t| {
-            claimed = Some(t.claim(&name, &dir_str, &settings, owner, now_ms))
+            claimed = Some(t.claim_with(&name, &dir_str, &settings, owner, now, &life))
         });
         let claim = match claimed {
             Some(Ok(c)) => c,
@@ -313,6 +355,12 @@ impl Connection {
         segmenter.set_target_duration(td);
         self.rtmp.accept_publish(stream_id);
         let app = self.app.clone().unwrap_or_default();
+        if let Some(pid) = claim.took_over {
+            self.say(
+                LogLevel::Notice,
+                format!("publish \"{app}/{name}\" takes the stream over from a connected publisher (worker {pid})"),
+            );
+        }
         self.say(
             LogLevel::Notice,
             format!(
@@ -403,17 +451,37 @@ impl Connection {
         Ok(())
     }
 
-    fn unpublish(&mut self, now_ms: i64, shared: &mut dyn SharedIndex) -> Result<(), IngestError> {
+    /// Finish the current segment; then end the stream (`end`) or start its grace period.
+    fn unpublish(
+        &mut self,
+        now_ms: i64,
+        shared: &mut dyn SharedIndex,
+        end: bool,
+    ) -> Result<(), IngestError> {
         let Some(p) = self.publishing.as_mut() else {
             return Ok(());
         };
         p.segmenter.finish(&mut self.outputs);
         let stored = self.store(now_ms, shared);
-        let p = self.publishing.take().expect("publishing");
+        // Taken over meanwhile: `store` dropped the publish and says so.
+        let Some(p) = self.publishing.take() else {
+            return stored;
+        };
         let key = p.key;
-        end_stream(shared, p.slot, p.publish_id, now_ms);
         let app = self.app.clone().unwrap_or_default();
-        self.say(LogLevel::Notice, format!("publish \"{app}/{key}\" ended"));
+        let grace = self.cfg.lifecycle.grace_ms;
+        if end || grace == 0 {
+            end_stream(shared, p.slot, p.publish_id, now_ms);
+            self.say(LogLevel::Notice, format!("publish \"{app}/{key}\" ended"));
+        } else {
+            disconnect_stream(shared, p.slot, p.publish_id, now_ms);
+            self.say(
+                LogLevel::Notice,
+                format!(
+                    "publish \"{app}/{key}\" ended (connection lost); the stream stays live for {grace}ms awaiting a republish"
+                ),
+            );
+        }
         stored
     }
 
@@ -425,6 +493,21 @@ impl Connection {
         };
         if self.outputs.is_empty() && now_ms < p.next_sweep_ms {
             return Ok(());
+        }
+        // Still the writer? After a takeover the old writer must not touch the files (its
+        // unfinished segment was sealed as it was).
+        let (slot, id) = (p.slot, p.publish_id);
+        let mut ours = true;
+        let checked = !self.outputs.is_empty();
+        let available = checked
+            && shared.with_table(&mut |t| {
+                ours = t.slot_mut(slot).is_some_and(|i| i.is_writer(id));
+            });
+        if checked && !(available && ours) {
+            let err = lost_error(&p.key, available);
+            self.outputs.clear();
+            self.publishing = None;
+            return Err(err);
         }
         let mut written = 0;
         let mut result = Ok(());
@@ -443,7 +526,7 @@ impl Connection {
         let mut lost = false;
         // All outputs of one read go in under one lock: a reader never sees a segment's
         // last part without the segment.
-        shared.with_table(&mut |t| {
+        let available = shared.with_table(&mut |t| {
             let Some(i) = t.slot_mut(slot).filter(|i| i.is_writer(id)) else {
                 lost = true;
                 return;
@@ -458,10 +541,10 @@ impl Connection {
             }
         });
         self.outputs.clear();
-        if lost {
-            return Err(IngestError::Refused(format!(
-                "stream \"{key}\" was taken over by another publisher"
-            )));
+        if lost || !available {
+            let err = lost_error(key, available);
+            self.publishing = None;
+            return Err(err);
         }
         if let Some(idx) = snapshot {
             p.next_sweep_ms = now_ms + SWEEP_INTERVAL_MS;
@@ -476,6 +559,23 @@ impl Connection {
     }
 }
 
+fn lost_error(key: &str, available: bool) -> IngestError {
+    IngestError::Refused(if available {
+        format!("stream \"{key}\" was taken over by another publisher")
+    } else {
+        format!("stream \"{key}\": its zone is gone (a reload replaced it); the publisher may reconnect")
+    })
+}
+
+/// Start our stream's grace period (no EXT-X-ENDLIST yet), if we are still its writer.
+fn disconnect_stream(shared: &mut dyn SharedIndex, slot: usize, publish_id: u64, now_ms: i64) {
+    shared.with_table(&mut |t| {
+        if let Some(i) = t.slot_mut(slot).filter(|i| i.is_writer(publish_id)) {
+            i.disconnect(now_ms);
+        }
+    });
+}
+
 /// Mark our stream ended (EXT-X-ENDLIST), if we are still its writer.
 fn end_stream(shared: &mut dyn SharedIndex, slot: usize, publish_id: u64, now_ms: i64) {
     shared.with_table(&mut |t| {
@@ -484,3 +584,6 @@ fn end_stream(shared: &mut dyn SharedIndex, slot: usize, publish_id: u64, now_ms
         }
     });
 }
+
+#[cfg(test)]
+mod tests;

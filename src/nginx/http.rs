@@ -36,7 +36,9 @@ use ngx::ngx_log_error;
 use super::stream::zone_add;
 use super::wait::{self, Want};
 use super::zone::Zone;
-use super::{command, conf_ok, now_ms, NGX_CONF_ERROR, NGX_CONF_UNSET, NGX_CONF_UNSET_UINT};
+use super::{
+    command, conf_ok, mono_ms, now_ms, NGX_CONF_ERROR, NGX_CONF_UNSET, NGX_CONF_UNSET_UINT,
+};
 use crate::playlist::{self, Blocking, Format, MediaRequest, RenditionReport};
 use crate::store::index::StreamIndex;
 use crate::store::names::{self, MediaFile};
@@ -437,7 +439,7 @@ unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
                     // Blocking requests wait (also for the first segment); plain ones get 404
                     // until the first segment has decided the target duration.
                     _ if req.msn.is_some() => {
-                        let deadline = now_ms() + hold_limit_ms(idx);
+                        let deadline = mono_ms() + hold_limit_ms(idx);
                         wait::hold(
                             r,
                             zone,
@@ -546,7 +548,7 @@ unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
                         path,
                         content_type: ct,
                     };
-                    return wait::hold(r, zone, key, want, now_ms() + limit, generation);
+                    return wait::hold(r, zone, key, want, mono_ms() + limit, generation);
                 }
                 (Avail::Range(range), _) => send_file(r, &path, ct, Some(range)),
                 _ => send_file(r, &path, ct, None),

@@ -4,8 +4,10 @@
 //! - `http`: the `hls_live` location handler (playlists and media).
 //! - `zone`: the shared-memory zone holding every stream's index.
 //! - `sweeper`: a per-worker timer that retires ended streams and their files.
+//! - `conf_check`: a configuration check that names a zone used but never defined.
 #![allow(clippy::missing_safety_doc)]
 
+mod conf_check;
 mod http;
 mod stream;
 mod sweeper;
@@ -22,17 +24,19 @@ pub use stream::ngx_stream_vid_module;
 // The module table nginx reads from a dynamic module: our two modules, in order.
 #[no_mangle]
 #[allow(non_upper_case_globals)]
-pub static mut ngx_modules: [*const nginx_sys::ngx_module_t; 3] = [
+pub static mut ngx_modules: [*const nginx_sys::ngx_module_t; 4] = [
     &raw const ngx_stream_vid_module,
     &raw const ngx_http_vid_module,
+    &raw const conf_check::ngx_vid_core_module,
     core::ptr::null(),
 ];
 
 #[no_mangle]
 #[allow(non_upper_case_globals)]
-pub static mut ngx_module_names: [*const c_char; 3] = [
+pub static mut ngx_module_names: [*const c_char; 4] = [
     c"ngx_stream_vid_module".as_ptr(),
     c"ngx_http_vid_module".as_ptr(),
+    c"ngx_vid_core_module".as_ptr(),
     core::ptr::null(),
 ];
 
@@ -74,7 +78,24 @@ pub(crate) fn conf_ok() -> *mut c_char {
     core::ptr::null_mut()
 }
 
-/// Wall clock in milliseconds since the Unix epoch, from nginx's cached time.
+/// nginx's cached monotonic clock (CLOCK_MONOTONIC, in ms; one clock for every worker of a
+/// machine): every duration, deadline and liveness check uses it, so a step of the wall
+/// clock never ends a live stream.
+pub(crate) fn mono_ms() -> i64 {
+    // SAFETY: a plain read of nginx's cached time, updated by the event loop of this thread.
+    unsafe { nginx_sys::ngx_current_msec as i64 }
+}
+
+/// Both clocks of now, as the media core takes them.
+pub(crate) fn now() -> crate::store::Now {
+    crate::store::Now {
+        wall_ms: now_ms(),
+        mono_ms: mono_ms(),
+    }
+}
+
+/// Wall clock in milliseconds since the Unix epoch, from nginx's cached time: only for
+/// PROGRAM-DATE-TIME, names and times shown to people.
 pub(crate) fn now_ms() -> i64 {
     let tp = nginx_sys::ngx_timeofday();
     tp.sec as i64 * 1000 + tp.msec as i64

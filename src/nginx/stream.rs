@@ -25,10 +25,11 @@ use ngx::{ngx_conf_log_error, ngx_log_error};
 
 use super::zone::{self, Zone};
 use super::{
-    command, conf_ok, now_ms, NGX_CONF_ERROR, NGX_CONF_UNSET, NGX_CONF_UNSET_MSEC,
+    command, conf_ok, mono_ms, now, NGX_CONF_ERROR, NGX_CONF_UNSET, NGX_CONF_UNSET_MSEC,
     NGX_CONF_UNSET_SIZE, NGX_CONF_UNSET_UINT,
 };
 use crate::ingest::{Connection, IngestConfig, LogLevel};
+use crate::store::{Lifecycle, Takeover};
 
 /// Per-server configuration (`stream { server { ... } }`).
 #[repr(C)]
@@ -42,9 +43,15 @@ pub struct SrvConf {
     max_message: usize,
     /// `hls_live_ts`: also write MPEG-TS segments (H.264/AAC streams).
     ts: ngx_flag_t,
+    /// `hls_live_grace`: how long a stream whose publisher's connection was lost stays live.
+    grace: ngx_msec_t,
+    /// `rtmp_live_takeover`: a new publisher of a live key takes it over.
+    takeover: ngx_flag_t,
+    /// `rtmp_live_handshake_timeout`: from accept to an accepted publish, at most.
+    handshake_timeout: ngx_msec_t,
 }
 
-static mut COMMANDS: [ngx_command_t; 10] = [
+static mut COMMANDS: [ngx_command_t; 13] = [
     command(
         ngx::ngx_string!("hls_live_zone"),
         NGX_STREAM_MAIN_CONF | NGX_CONF_TAKE2,
@@ -108,6 +115,27 @@ static mut COMMANDS: [ngx_command_t; 10] = [
         NGX_STREAM_SRV_CONF_OFFSET,
         core::mem::offset_of!(SrvConf, ts),
     ),
+    command(
+        ngx::ngx_string!("hls_live_grace"),
+        NGX_STREAM_MAIN_CONF | NGX_STREAM_SRV_CONF | NGX_CONF_TAKE1,
+        ngx_conf_set_msec_slot,
+        NGX_STREAM_SRV_CONF_OFFSET,
+        core::mem::offset_of!(SrvConf, grace),
+    ),
+    command(
+        ngx::ngx_string!("rtmp_live_takeover"),
+        NGX_STREAM_MAIN_CONF | NGX_STREAM_SRV_CONF | NGX_CONF_FLAG,
+        ngx_conf_set_flag_slot,
+        NGX_STREAM_SRV_CONF_OFFSET,
+        core::mem::offset_of!(SrvConf, takeover),
+    ),
+    command(
+        ngx::ngx_string!("rtmp_live_handshake_timeout"),
+        NGX_STREAM_MAIN_CONF | NGX_STREAM_SRV_CONF | NGX_CONF_TAKE1,
+        ngx_conf_set_msec_slot,
+        NGX_STREAM_SRV_CONF_OFFSET,
+        core::mem::offset_of!(SrvConf, handshake_timeout),
+    ),
     ngx_command_t::empty(),
 ];
 
@@ -127,9 +155,16 @@ pub static mut ngx_stream_vid_module: ngx_module_t = ngx_module_t {
     ctx: &CTX as *const _ as *mut _,
     commands: unsafe { &raw mut COMMANDS[0] },
     type_: NGX_STREAM_MODULE as ngx_uint_t,
+    init_module: Some(init_module),
     init_process: Some(super::sweeper::init_process),
     ..ngx_module_t::default()
 };
+
+/// A configuration was accepted (master): carry streams into resized zones.
+unsafe extern "C" fn init_module(cycle: *mut nginx_sys::ngx_cycle_t) -> ngx_int_t {
+    zone::commit(cycle);
+    NGX_OK as ngx_int_t
+}
 
 /// The tag that marks vid's shared zones, shared by the stream and http sides.
 pub fn zone_tag() -> *mut c_void {
@@ -160,6 +195,9 @@ unsafe extern "C" fn create_srv_conf(cf: *mut ngx_conf_t) -> *mut c_void {
     (*conf).timeout = NGX_CONF_UNSET_MSEC;
     (*conf).max_message = NGX_CONF_UNSET_SIZE;
     (*conf).ts = NGX_CONF_UNSET as ngx_flag_t;
+    (*conf).grace = NGX_CONF_UNSET_MSEC;
+    (*conf).takeover = NGX_CONF_UNSET as ngx_flag_t;
+    (*conf).handshake_timeout = NGX_CONF_UNSET_MSEC;
     conf.cast()
 }
 
@@ -194,6 +232,32 @@ unsafe extern "C" fn merge_srv_conf(
         8 * 1024 * 1024,
     );
     merge(&mut conf.ts, prev.ts, NGX_CONF_UNSET as ngx_flag_t, 0);
+    let grace = crate::store::lifecycle::default_grace_ms(conf.segment as u32) as ngx_msec_t;
+    merge(&mut conf.grace, prev.grace, NGX_CONF_UNSET_MSEC, grace);
+    merge(
+        &mut conf.takeover,
+        prev.takeover,
+        NGX_CONF_UNSET as ngx_flag_t,
+        1,
+    );
+    merge(
+        &mut conf.handshake_timeout,
+        prev.handshake_timeout,
+        NGX_CONF_UNSET_MSEC,
+        5_000,
+    );
+    if conf.grace > 600_000 {
+        ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"hls_live_grace\" must be at most 10m");
+        return NGX_CONF_ERROR;
+    }
+    if conf.handshake_timeout < 100 {
+        ngx_conf_log_error!(
+            NGX_LOG_EMERG,
+            cf,
+            "\"rtmp_live_handshake_timeout\" must be at least 100ms"
+        );
+        return NGX_CONF_ERROR;
+    }
 
     if conf.segment < 1000 || conf.segment > 60_000 {
         ngx_conf_log_error!(
@@ -292,8 +356,19 @@ struct Session {
     conn: Connection,
     zone: Zone,
     timeout: ngx_msec_t,
+    handshake_timeout: ngx_msec_t,
+    /// Monotonic instants: accepted, last read.
+    accepted_ms: i64,
+    last_read_ms: i64,
+    /// Small until the publish is accepted: an unauthenticated socket costs little.
     buf: Vec<u8>,
 }
+
+/// Read buffer before and after the publish is accepted.
+const PRE_PUBLISH_BUF: usize = 4 * 1024;
+const PUBLISH_BUF: usize = 64 * 1024;
+/// The connection timer's period: idle and handshake limits, takeover checks.
+const TICK_MS: ngx_msec_t = 1000;
 
 unsafe fn session_of(c: *mut ngx_connection_t) -> *mut Session {
     let s = (*c).data as *mut ngx_stream_session_t;
@@ -312,6 +387,14 @@ unsafe extern "C" fn handler(s: *mut ngx_stream_session_t) {
         max_message_size: conf.max_message,
         owner: std::process::id(),
         ts: conf.ts == 1,
+        lifecycle: Lifecycle {
+            grace_ms: conf.grace as u32,
+            takeover: if conf.takeover == 1 {
+                Takeover::Newest
+            } else {
+                Takeover::Refuse
+            },
+        },
     };
     let cln = ngx_pool_cleanup_add((*c).pool, 0);
     if cln.is_null() {
@@ -322,7 +405,10 @@ unsafe extern "C" fn handler(s: *mut ngx_stream_session_t) {
         conn: Connection::new(cfg),
         zone: Zone(conf.zone),
         timeout: conf.timeout,
-        buf: vec![0u8; 64 * 1024],
+        handshake_timeout: conf.handshake_timeout,
+        accepted_ms: mono_ms(),
+        last_read_ms: mono_ms(),
+        buf: vec![0u8; PRE_PUBLISH_BUF],
     }));
     (*cln).handler = Some(cleanup);
     (*cln).data = session.cast();
@@ -342,7 +428,46 @@ unsafe extern "C" fn handler(s: *mut ngx_stream_session_t) {
             return;
         }
     }
+    nginx_sys::ngx_add_timer((*c).read, TICK_MS.min(conf.handshake_timeout));
     read_handler((*c).read);
+}
+
+/// The connection timer: the handshake deadline (absolute, from accept to an accepted
+/// publish), the idle timeout, and whether the key was taken over. False: finalized.
+unsafe fn tick(c: *mut ngx_connection_t, session: &mut Session) -> bool {
+    let now = mono_ms();
+    let publishing = session.conn.key().is_some();
+    let close = |c: *mut ngx_connection_t| {
+        (*c).set_timedout(1);
+        finalize(c, NGX_STREAM_OK);
+        false
+    };
+    if !publishing && now - session.accepted_ms >= session.handshake_timeout as i64 {
+        ngx_log_error!(
+            NGX_LOG_INFO,
+            (*c).log,
+            "rtmp: no publish within rtmp_live_handshake_timeout ({}ms), closing connection",
+            session.handshake_timeout
+        );
+        return close(c);
+    }
+    if now - session.last_read_ms >= session.timeout as i64 {
+        ngx_log_error!(NGX_LOG_INFO, (*c).log, "rtmp: client timed out");
+        return close(c);
+    }
+    let mut zone = session.zone;
+    if let Err(e) = session.conn.check_owner(&mut zone) {
+        ngx_log_error!(NGX_LOG_NOTICE, (*c).log, "rtmp: closing connection: {}", e);
+        return close(c);
+    }
+    let left = if publishing {
+        TICK_MS
+    } else {
+        let deadline = session.accepted_ms + session.handshake_timeout as i64 - now;
+        TICK_MS.min(deadline.max(1) as ngx_msec_t)
+    };
+    nginx_sys::ngx_add_timer((*c).read, left);
+    true
 }
 
 unsafe extern "C" fn cleanup(data: *mut c_void) {
@@ -350,7 +475,7 @@ unsafe extern "C" fn cleanup(data: *mut c_void) {
     let mut session = session;
     let _ = catch_unwind(AssertUnwindSafe(|| {
         let mut zone = session.zone;
-        session.conn.close(now_ms(), &mut zone);
+        session.conn.close_at(now(), &mut zone);
     }));
     // Log lines of the final close go to the cycle log: the connection log is gone.
     let log = ngx::log::ngx_cycle_log().as_ptr();
@@ -379,7 +504,7 @@ unsafe fn finalize(c: *mut ngx_connection_t, rc: u32) {
 unsafe fn feed(c: *mut ngx_connection_t, session: &mut Session, data: &[u8]) -> bool {
     let mut zone = session.zone;
     let res = catch_unwind(AssertUnwindSafe(|| {
-        session.conn.feed(data, now_ms(), &mut zone)
+        session.conn.feed_at(data, now(), &mut zone)
     }));
     for (level, msg) in session.conn.take_log() {
         log_line((*c).log, level, &msg);
@@ -448,11 +573,21 @@ unsafe fn flush(c: *mut ngx_connection_t, session: &mut Session) -> bool {
 unsafe extern "C" fn read_handler(rev: *mut ngx_event_t) {
     let c = (*rev).data as *mut ngx_connection_t;
     let session = &mut *session_of(c);
+    if (*c).close() != 0 {
+        // nginx closes connections (worker_shutdown_timeout while exiting): a lost
+        // connection for the stream, whose grace period starts.
+        ngx_log_error!(
+            NGX_LOG_NOTICE,
+            (*c).log,
+            "rtmp: closing connection: worker is exiting"
+        );
+        return finalize(c, NGX_STREAM_OK);
+    }
     if (*rev).timedout() != 0 {
-        ngx_log_error!(NGX_LOG_INFO, (*c).log, "rtmp: client timed out");
-        (*c).set_timedout(1);
-        finalize(c, NGX_STREAM_OK);
-        return;
+        (*rev).set_timedout(0);
+        if !tick(c, session) {
+            return;
+        }
     }
     let recv = match (*c).recv {
         Some(f) => f,
@@ -470,17 +605,20 @@ unsafe extern "C" fn read_handler(rev: *mut ngx_event_t) {
         if n < 0 {
             return finalize(c, NGX_STREAM_OK);
         }
-        let buf = core::mem::take(&mut session.buf);
+        session.last_read_ms = mono_ms();
+        let mut buf = core::mem::take(&mut session.buf);
         let alive = feed(c, session, &buf[..n as usize]);
         if !alive {
             return;
         }
+        if buf.len() < PUBLISH_BUF && session.conn.key().is_some() {
+            buf.resize(PUBLISH_BUF, 0);
+        }
         session.buf = buf;
     }
     if ngx_handle_read_event(rev, 0) != NGX_OK as ngx_int_t {
-        return finalize(c, NGX_STREAM_INTERNAL_SERVER_ERROR);
+        finalize(c, NGX_STREAM_INTERNAL_SERVER_ERROR);
     }
-    nginx_sys::ngx_add_timer(rev, session.timeout);
 }
 
 unsafe extern "C" fn write_handler(wev: *mut ngx_event_t) {

@@ -1,6 +1,6 @@
-//! A per-worker housekeeping timer: once a second, every vid zone is swept — streams whose
-//! publisher vanished are ended, ended streams past their retention are freed and their
-//! folders removed. Any worker may do it; the zone lock makes it safe.
+//! A per-worker housekeeping timer: once a second, every vid zone is swept — a stream
+//! whose publisher's worker died starts its grace period, a stream whose grace period is
+//! over ends, ended streams past their retention are freed and their folders removed. Any worker may do it; the zone lock makes it safe.
 
 use core::ptr;
 
@@ -10,7 +10,7 @@ use nginx_sys::{
 };
 use ngx::ngx_log_error;
 
-use super::now_ms;
+use super::mono_ms;
 use super::stream::zone_tag;
 use super::zone::Zone;
 
@@ -45,9 +45,22 @@ unsafe extern "C" fn tick(ev: *mut ngx_event_t) {
     }
 }
 
+/// Whether process `pid` exists (a slot's owner): `kill(pid, 0)` fails with ESRCH only
+/// for a process that is gone. All workers share one pid namespace.
+fn process_exists(pid: u32) -> bool {
+    if pid == 0 || pid > i32::MAX as u32 {
+        return true;
+    }
+    // SAFETY: signal 0 sends nothing; it only checks that the process exists.
+    let rc = unsafe { nginx_sys::kill(pid as i32, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(ESRCH)
+}
+
+const ESRCH: i32 = 3;
+
 unsafe fn sweep(ev: *mut ngx_event_t) {
     let cycle = ngx_cycle;
-    let now = now_ms();
+    let now = mono_ms();
     let mut part: *mut ngx_list_part_t = &mut (*cycle).shared_memory.part;
     let mut zones: *mut ngx_shm_zone_t = (*part).elts.cast();
     let mut i = 0;
@@ -68,7 +81,7 @@ unsafe fn sweep(ev: *mut ngx_event_t) {
         }
         let zone = Zone(z);
         // Workers tick out of step; whichever comes first does the zone's sweep.
-        let dirs = zone.sweep(now, INTERVAL_MS as i64 - 50, STALE_MS);
+        let dirs = zone.sweep(now, INTERVAL_MS as i64 - 50, STALE_MS, &mut process_exists);
         for dir in dirs {
             if let Err(e) = crate::store::files::remove_stream_dir(std::path::Path::new(&dir)) {
                 ngx_log_error!(

@@ -17,7 +17,7 @@ use nginx_sys::{
 };
 
 use super::http;
-use super::now_ms;
+use super::mono_ms;
 use super::zone::{Lookup, Zone};
 use crate::playlist::{self, Blocking, MediaRequest};
 use crate::store::StreamIndex;
@@ -141,7 +141,7 @@ unsafe extern "C" fn tick(ev: *mut ngx_event_t) {
 }
 
 unsafe fn check_waiters() {
-    let now = now_ms();
+    let now = mono_ms();
     // Streams with waiters, each checked once.
     let streams: Vec<(String, Zone)> = REGISTRY.with(|reg| {
         let reg = reg.borrow();

@@ -10,7 +10,7 @@ use core::{mem, ptr, slice};
 
 use nginx_sys::{
     ngx_int_t, ngx_shm_zone_t, ngx_shmtx_lock, ngx_shmtx_unlock, ngx_slab_alloc, ngx_slab_calloc,
-    ngx_slab_pool_t, NGX_ERROR, NGX_LOG_EMERG, NGX_LOG_NOTICE, NGX_OK,
+    ngx_slab_pool_t, NGX_ERROR, NGX_LOG_ALERT, NGX_LOG_EMERG, NGX_LOG_NOTICE, NGX_OK,
 };
 
 use std::cell::RefCell;
@@ -18,8 +18,8 @@ use std::collections::HashMap;
 
 use crate::store::{StreamIndex, StreamState, Table};
 
-/// "vid_zon2": bumped whenever `Header` changes, so a reload never reuses an old layout.
-const MAGIC: u64 = 0x7669_645f_7a6f_6e32;
+/// "vid_zon4": bumped whenever `Header` changes, so a reload never reuses an old layout.
+const MAGIC: u64 = 0x7669_645f_7a6f_6e34;
 
 #[repr(C)]
 struct Header {
@@ -32,7 +32,14 @@ struct Header {
     last_sweep_ms: i64,
     /// Slots ever used (they are taken lowest first): lookups and sweeps stop here.
     high_water: usize,
+    /// 1 once a reload replaced this zone by one of another size and carried its streams
+    /// over: the workers of the old configuration no longer read or write it.
+    retired: usize,
 }
+
+/// Zones of the configuration being loaded whose previous incarnation (same name, other
+/// size) is to be carried over once the configuration is committed: (new, old).
+static mut PENDING: Vec<(*mut ngx_shm_zone_t, *mut ngx_shm_zone_t)> = Vec::new();
 
 /// `ngx_shm_zone_t.init` for vid zones.
 pub unsafe extern "C" fn init(shm_zone: *mut ngx_shm_zone_t, data: *mut c_void) -> ngx_int_t {
@@ -44,6 +51,13 @@ pub unsafe extern "C" fn init(shm_zone: *mut ngx_shm_zone_t, data: *mut c_void) 
             zone.data = data;
             return NGX_OK as ngx_int_t;
         }
+    }
+    if let Some(old) = previous_incarnation(zone) {
+        // A resize: nginx gives us a new, empty zone. Its streams are carried over in
+        // `commit` (once the whole configuration is accepted), not now: a reload that
+        // fails later must leave the old zone untouched.
+        let pending = &raw mut PENDING;
+        (*pending).push((shm_zone, old));
     }
     let sp = zone.shm.addr as *mut ngx_slab_pool_t;
     let hdr = ngx_slab_calloc(sp, mem::size_of::<Header>()) as *mut Header;
@@ -81,6 +95,7 @@ pub unsafe extern "C" fn init(shm_zone: *mut ngx_shm_zone_t, data: *mut c_void) 
         slots,
         last_sweep_ms: 0,
         high_water: 0,
+        retired: 0,
     };
     (*sp).data = hdr.cast();
     zone.data = hdr.cast();
@@ -92,6 +107,99 @@ pub unsafe extern "C" fn init(shm_zone: *mut ngx_shm_zone_t, data: *mut c_void) 
         n
     );
     NGX_OK as ngx_int_t
+}
+
+/// The running configuration's vid zone of the same name as `zone`, if it has another size
+/// (nginx reuses a zone only when name, tag and size match) and the same layout.
+unsafe fn previous_incarnation(zone: &ngx_shm_zone_t) -> Option<*mut ngx_shm_zone_t> {
+    let z = find_zone(nginx_sys::ngx_cycle, zone.tag, zone.shm.name.as_bytes())?;
+    let old = ((*z).data as *mut Header).as_ref()?;
+    let same_layout = old.magic == MAGIC && old.index_size == mem::size_of::<StreamIndex>();
+    (same_layout && (*z).shm.size != zone.shm.size && old.retired == 0).then_some(z)
+}
+
+/// The shared zone of `cycle` with this tag and name.
+unsafe fn find_zone(
+    cycle: *const nginx_sys::ngx_cycle_t,
+    tag: *mut c_void,
+    name: &[u8],
+) -> Option<*mut ngx_shm_zone_t> {
+    if cycle.is_null() {
+        return None;
+    }
+    let mut part: *const nginx_sys::ngx_list_part_t = &(*cycle).shared_memory.part;
+    let mut zones: *mut ngx_shm_zone_t = (*part).elts.cast();
+    let mut i = 0;
+    loop {
+        if i >= (*part).nelts {
+            if (*part).next.is_null() {
+                return None;
+            }
+            part = (*part).next;
+            zones = (*part).elts.cast();
+            i = 0;
+            continue;
+        }
+        let z = zones.add(i);
+        i += 1;
+        if (*z).tag == tag && (*z).shm.name.as_bytes() == name {
+            return Some(z);
+        }
+    }
+}
+
+/// `init_module` (in the master, once a configuration is accepted, before the zones it no
+/// longer uses are unmapped): carry the streams of resized zones into their new zone and
+/// retire the old one, so that two writers never share a stream or its folder.
+pub unsafe fn commit(cycle: *mut nginx_sys::ngx_cycle_t) {
+    let log = (*cycle).log;
+    let pending = &raw mut PENDING;
+    let pending = core::mem::take(&mut *pending);
+    for (n, &(new, old)) in pending.iter().enumerate() {
+        // Entries left by a configuration that failed to load are stale: keep only pairs
+        // that are (still) this configuration's zone and the running one's, once each.
+        let Some(nz) = new.as_ref() else { continue };
+        let name = nz.shm.name.as_bytes();
+        if pending[..n].iter().any(|&(p, _)| p == new)
+            || find_zone(cycle, nz.tag, name) != Some(new)
+            || find_zone(nginx_sys::ngx_cycle, nz.tag, name) != Some(old)
+        {
+            continue;
+        }
+        let Some(oz) = old.as_ref() else { continue };
+        let (Some(nh), Some(oh)) = (
+            (nz.data as *mut Header).as_mut(),
+            (oz.data as *mut Header).as_mut(),
+        ) else {
+            continue;
+        };
+        if oh.retired != 0 || nz.shm.size == oz.shm.size {
+            continue;
+        }
+        let osp = oz.shm.addr as *mut ngx_slab_pool_t;
+        let nsp = nz.shm.addr as *mut ngx_slab_pool_t;
+        ngx_shmtx_lock(&mut (*osp).mutex);
+        let _unlock_old = Unlock(osp);
+        ngx_shmtx_lock(&mut (*nsp).mutex);
+        let _unlock_new = Unlock(nsp);
+        let mut old_hw = oh.high_water;
+        let old_slots = slice::from_raw_parts_mut(oh.slots, oh.nslots);
+        let old_table = Table::with_high_water(old_slots, &mut old_hw);
+        let new_slots = slice::from_raw_parts_mut(nh.slots, nh.nslots);
+        let mut table = Table::with_high_water(new_slots, &mut nh.high_water);
+        let (carried, dropped) = table.carry_over(&old_table, super::mono_ms());
+        oh.retired = 1;
+        ngx::ngx_log_error!(
+            if dropped > 0 { NGX_LOG_ALERT } else { NGX_LOG_NOTICE },
+            log,
+            "hls_live_zone \"{}\" changed size ({} -> {} bytes): {} streams carried over, {} did not fit; their publishers are disconnected and continue the stream if they reconnect within hls_live_grace",
+            zone_name(nz),
+            oz.shm.size,
+            nz.shm.size,
+            carried,
+            dropped
+        );
+    }
 }
 
 fn zone_name(zone: &ngx_shm_zone_t) -> &str {
@@ -116,25 +224,43 @@ impl Zone {
         self.with_header(|_, t| f(t))
     }
 
-    /// Sweep the table unless another worker did within `interval_ms`.
-    pub fn sweep(&self, now_ms: i64, interval_ms: i64, stale_ms: i64) -> Vec<String> {
-        self.with_header(|last_sweep_ms, t| {
-            if now_ms - *last_sweep_ms < interval_ms {
+    /// Sweep the table unless another worker did within `interval_ms` (monotonic clock).
+    pub fn sweep(
+        &self,
+        now_ms: i64,
+        interval_ms: i64,
+        stale_ms: i64,
+        owner_alive: &mut dyn FnMut(u32) -> bool,
+    ) -> Vec<String> {
+        self.locked(true, |last_sweep_ms, t| {
+            // `last_sweep_ms` in the future: written by another clock (a zone carried
+            // over a restart of the machine is impossible, but be safe).
+            if now_ms - *last_sweep_ms < interval_ms && *last_sweep_ms <= now_ms {
                 return Vec::new();
             }
             *last_sweep_ms = now_ms;
-            t.sweep(now_ms, stale_ms)
+            t.sweep_with(now_ms, stale_ms, owner_alive)
         })
         .unwrap_or_default()
     }
 
     fn with_header<R>(&self, f: impl FnOnce(&mut i64, &mut Table) -> R) -> Option<R> {
+        self.locked(false, f)
+    }
+
+    /// `f` on the table with the zone locked. A `writer` is refused (None) once a reload
+    /// carried the zone's streams into a resized zone: the old configuration's workers may
+    /// still read its last state until they exit, nobody writes or sweeps it.
+    fn locked<R>(&self, writer: bool, f: impl FnOnce(&mut i64, &mut Table) -> R) -> Option<R> {
         unsafe {
             let zone = self.0.as_ref()?;
             let hdr = (zone.data as *mut Header).as_mut()?;
             let sp = zone.shm.addr as *mut ngx_slab_pool_t;
             ngx_shmtx_lock(&mut (*sp).mutex);
             let _unlock = Unlock(sp);
+            if writer && hdr.retired != 0 {
+                return None;
+            }
             let slots = slice::from_raw_parts_mut(hdr.slots, hdr.nslots);
             let mut table = Table::with_high_water(slots, &mut hdr.high_water);
             Some(f(&mut hdr.last_sweep_ms, &mut table))
@@ -207,7 +333,8 @@ thread_local! {
 }
 
 impl crate::ingest::SharedIndex for Zone {
+    /// Writers' access: refused once the zone is retired (see [`Zone::locked`]).
     fn with_table(&mut self, f: &mut dyn FnMut(&mut Table)) -> bool {
-        Zone::with_table(self, |t| f(t)).is_some()
+        self.locked(true, |_, t| f(t)).is_some()
     }
 }

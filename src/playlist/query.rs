@@ -25,8 +25,10 @@ impl MediaRequest {
     }
 }
 
-/// Longest query string looked at.
-pub const MAX_QUERY_LEN: usize = 2_048;
+/// Longest query string looked at. nginx bounds the request line first
+/// (`large_client_header_buffers`, 8k by default): CDN tokens and cache-busters of any
+/// size nginx accepts are fine; this is only a second bound.
+pub const MAX_QUERY_LEN: usize = 64 * 1024;
 
 fn number<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, String> {
     if v.is_empty() || v.len() > 20 || !v.bytes().all(|b| b.is_ascii_digit()) {

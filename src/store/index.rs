@@ -9,6 +9,7 @@
 //! The writer should apply all outputs of one `Segmenter::push` under one lock, so that a
 //! reader never sees a segment's last part without the segment that follows it.
 
+use super::lifecycle::{Lifecycle, Now};
 use crate::segmenter::Output;
 
 mod torn;
@@ -167,10 +168,14 @@ pub struct StreamIndex {
     owner: u32,
     generation: u64,
     publish_id: u64,
+    /// Wall clock (display only).
     claimed_ms: i64,
+    /// Monotonic clock, like every other `_ms` instant below except PDTs.
     updated_ms: i64,
     building_pdt_ms: i64,
     ended_ms: i64,
+    /// When the publisher left (valid while `gone` is 1).
+    gone_ms: i64,
 
     window: u32,
     part_target_ms: u32,
@@ -198,7 +203,8 @@ pub struct StreamIndex {
     height: u32,
     /// Frame rate signalled by the SPS, in 1/1000 fps (0 = not signalled).
     sps_frame_rate_milli: u32,
-    _pad: u32,
+    /// Grace period after the publisher left, before EXT-X-ENDLIST.
+    grace_ms: u32,
 
     total_bytes: u64,
     total_duration_us: u64,
@@ -214,7 +220,8 @@ pub struct StreamIndex {
     listed: u32,
     part_head: u32,
     part_len: u32,
-    _pad2: u32,
+    /// 1 while live with its publisher gone (the grace period runs).
+    gone: u32,
     segments: [SegmentEntry; MAX_SEGMENTS],
     parts: [PartEntry; MAX_PARTS],
 }
@@ -272,6 +279,7 @@ impl StreamIndex {
         updated_ms: 0,
         building_pdt_ms: 0,
         ended_ms: 0,
+        gone_ms: 0,
         window: 0,
         part_target_ms: 0,
         segment_target_ms: 0,
@@ -288,7 +296,7 @@ impl StreamIndex {
         width: 0,
         height: 0,
         sps_frame_rate_milli: 0,
-        _pad: 0,
+        grace_ms: 0,
         total_bytes: 0,
         total_duration_us: 0,
         total_video_frames: 0,
@@ -301,7 +309,7 @@ impl StreamIndex {
         listed: 0,
         part_head: 0,
         part_len: 0,
-        _pad2: 0,
+        gone: 0,
         segments: [SegmentEntry::ZERO; MAX_SEGMENTS],
         parts: [PartEntry::ZERO; MAX_PARTS],
     };
@@ -345,7 +353,22 @@ impl StreamIndex {
         self.owner
     }
 
-    /// When the current (or last) publish began.
+    /// Live, but its publisher left: the grace period runs (no EXT-X-ENDLIST yet).
+    pub fn publisher_gone(&self) -> bool {
+        self.state == STATE_LIVE && self.gone != 0
+    }
+
+    /// When the publisher left (monotonic clock); meaningful if [`Self::publisher_gone`].
+    pub fn gone_ms(&self) -> i64 {
+        self.gone_ms
+    }
+
+    /// The grace period between the publisher leaving and EXT-X-ENDLIST.
+    pub fn grace_ms(&self) -> u32 {
+        self.grace_ms
+    }
+
+    /// When the current (or last) publish began (wall clock, for display).
     pub fn claimed_ms(&self) -> i64 {
         self.claimed_ms
     }
@@ -646,6 +669,7 @@ impl StreamIndex {
     pub fn touch(&mut self, now_ms: i64) {
         if self.state == STATE_LIVE {
             self.updated_ms = now_ms;
+            self.gone = 0;
         }
     }
 
@@ -655,6 +679,8 @@ impl StreamIndex {
             return;
         }
         self.updated_ms = now_ms;
+        // A writer declared gone (e.g. by a wrong liveness guess) that writes is back.
+        self.gone = 0;
         self.generation = self.generation.wrapping_add(1);
         match out {
             Output::Init {
@@ -759,11 +785,67 @@ impl StreamIndex {
         if self.state != STATE_LIVE {
             return;
         }
+        self.seal_unfinished(now_ms);
         self.state = STATE_ENDED;
         self.ended_ms = now_ms;
         self.updated_ms = now_ms;
-        self.drop_unfinished_parts();
         self.generation = self.generation.wrapping_add(1);
+    }
+
+    /// The publisher left (or died): the stream stays live, without EXT-X-ENDLIST, for
+    /// its grace period; a republish continues it. Parts of an unfinished segment are
+    /// dropped. Without a grace period the stream ends at once.
+    pub fn disconnect(&mut self, now_ms: i64) {
+        if self.state != STATE_LIVE || self.gone != 0 {
+            return;
+        }
+        if self.grace_ms == 0 {
+            self.end(now_ms);
+            return;
+        }
+        self.gone = 1;
+        self.gone_ms = now_ms;
+        self.seal_unfinished(now_ms);
+        self.generation = self.generation.wrapping_add(1);
+    }
+
+    /// A writer vanished mid-segment (its worker died, or the key was taken over): the
+    /// parts of its unfinished segment that were listed become a complete, short segment
+    /// (the segment file is those parts, appended), so that no name a player may already
+    /// have fetched is ever reused with other media. Parts that cannot make a segment
+    /// (not starting with an independent part 0) are dropped.
+    fn seal_unfinished(&mut self, now_ms: i64) {
+        let msn = self.next_msn;
+        let (mut n, mut duration_us, mut bytes, mut first) = (0u32, 0u64, 0u64, None);
+        for p in self.parts().filter(|p| p.msn == msn) {
+            first.get_or_insert(*p);
+            n += 1;
+            duration_us += p.duration_us as u64;
+            bytes += p.bytes as u64;
+        }
+        let starts_clean = first.is_some_and(|p| p.part == 0 && p.independent());
+        if n > 0 && starts_clean && bytes > 0 {
+            let flags = if self.pending_discontinuity != 0 {
+                SEG_DISCONTINUITY
+            } else {
+                0
+            };
+            self.push_segment(
+                SegmentEntry {
+                    msn,
+                    duration_us,
+                    program_date_time_ms: self.building_pdt_ms,
+                    bytes,
+                    unlisted_ms: 0,
+                    parts: n,
+                    init_version: self.init_version,
+                    flags,
+                    video_frames: 0,
+                },
+                now_ms,
+            );
+        }
+        self.drop_unfinished_parts();
     }
 
     /// Drops parts of segments that never completed (a writer that died mid-segment).
@@ -935,7 +1017,7 @@ impl StreamIndex {
         dir: &str,
         settings: &StreamSettings,
         owner: u32,
-        now_ms: i64,
+        now: Now,
         first_msn: u64,
     ) {
         let generation = self.generation;
@@ -949,8 +1031,8 @@ impl StreamIndex {
         self.apply_settings(settings);
         self.state = STATE_LIVE;
         self.owner = owner;
-        self.claimed_ms = now_ms;
-        self.updated_ms = now_ms;
+        self.claimed_ms = now.wall_ms;
+        self.updated_ms = now.mono_ms;
     }
 
     /// Reuses an ended (or abandoned) slot for a new publish of the same key.
@@ -959,8 +1041,11 @@ impl StreamIndex {
         dir: &str,
         settings: &StreamSettings,
         owner: u32,
-        now_ms: i64,
+        now: Now,
     ) {
+        if self.state == STATE_LIVE {
+            self.seal_unfinished(now.mono_ms);
+        }
         self.drop_unfinished_parts();
         self.dir_len = copy_str(&mut self.dir, dir);
         let td = self.target_duration_s;
@@ -968,14 +1053,20 @@ impl StreamIndex {
         self.target_duration_s = td;
         self.state = STATE_LIVE;
         self.owner = owner;
-        self.claimed_ms = now_ms;
-        self.updated_ms = now_ms;
+        self.claimed_ms = now.wall_ms;
+        self.updated_ms = now.mono_ms;
         self.ended_ms = 0;
+        self.gone = 0;
+        self.gone_ms = 0;
         self.publish_inits = 0;
         self.pending_ts = 0;
         self.pending_discontinuity = u32::from(self.seg_len > 0 || self.next_msn > 0);
         self.publish_id = self.publish_id.wrapping_add(1);
         self.generation = self.generation.wrapping_add(1);
+    }
+
+    pub(crate) fn set_lifecycle(&mut self, l: &Lifecycle) {
+        self.grace_ms = l.grace_ms;
     }
 
     fn apply_settings(&mut self, s: &StreamSettings) {

@@ -184,12 +184,18 @@ fn republish_continues_numbering_with_discontinuity() {
     let td = idx.target_duration();
     idx.end(10_000);
     assert_eq!(idx.state(), StreamState::Ended);
-    assert!(idx.parts_of(3).next().is_none(), "unfinished parts dropped");
+    // The listed parts of the unfinished segment became a short segment: no name a
+    // player may have fetched is reused.
+    let sealed = *idx.segment(3).expect("unfinished segment sealed");
+    assert_eq!(
+        (sealed.duration_us, sealed.parts, sealed.bytes),
+        (200_000, 1, 1)
+    );
     let old_id = c.publish_id;
     let c2 = t.claim("cam", "/d", &s, 2, 11_000).unwrap();
     assert_eq!(
         (c2.first_msn, c2.first_init_version, c2.discontinuity),
-        (3, 2, true)
+        (4, 2, true)
     );
     let idx = t.find_mut("cam").unwrap();
     assert!(!idx.is_writer(old_id));
@@ -638,4 +644,41 @@ fn advertised_part_target_and_dependent_segments() {
         );
     }
     assert!(idx.independent_segments());
+}
+
+#[test]
+fn carry_over_into_a_resized_table() {
+    let s = StreamSettings::default();
+    let life = crate::store::Lifecycle {
+        grace_ms: 3000,
+        takeover: crate::store::Takeover::Newest,
+    };
+    let mut old_slots = vec![StreamIndex::ZERO; 3];
+    let mut old = Table::new(&mut old_slots);
+    for key in ["a", "b", "c"] {
+        let c = old
+            .claim_with(key, "/d", &s, 1, crate::store::Now::same(0), &life)
+            .unwrap();
+        let idx = old.slot_mut(c.slot).unwrap();
+        idx.apply(&init(c.first_init_version), 0);
+        apply_all(idx, &segment(0, 10, 200_000, 100, false, 1, 0), 100);
+    }
+    old.find_mut("c").unwrap().end(200);
+    let mut new_slots = vec![StreamIndex::ZERO; 2];
+    let mut hw = 0;
+    let mut new = Table::with_high_water(&mut new_slots, &mut hw);
+    assert_eq!(new.carry_over(&old, 1_000), (2, 1));
+    // Live ones await their publisher's reconnect for the grace period, then end.
+    let a = *new.find("a").unwrap();
+    assert!(a.publisher_gone());
+    assert_eq!(a.next_msn(), 1);
+    let c = new
+        .claim_with("a", "/d", &s, 2, crate::store::Now::same(2_000), &life)
+        .unwrap();
+    assert_eq!((c.first_msn, c.discontinuity, c.took_over), (1, true, None));
+    new.sweep_with(4_000, 90_000, &mut |_| true);
+    assert_eq!(new.find("b").unwrap().state(), StreamState::Ended);
+    assert_eq!(new.find("a").unwrap().state(), StreamState::Live);
+    drop(new);
+    assert_eq!(hw, 2);
 }
