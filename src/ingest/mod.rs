@@ -38,6 +38,8 @@ pub struct IngestConfig {
     pub owner: u32,
     /// Also write MPEG-TS segments (H.264/AAC streams only).
     pub ts: bool,
+    /// `rtmp_live_secret`: publish keys must be signed with one of these (none: unsigned).
+    pub publish_secrets: crate::auth::publish::Secrets,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,6 +103,8 @@ pub struct Connection {
     events: Vec<Event>,
     outputs: Vec<Output>,
     log: Vec<(LogLevel, String)>,
+    /// Wall-clock Unix seconds, for the expiry of signed keys ([`Connection::set_unix_time`]).
+    unix_s: u64,
 }
 
 impl Connection {
@@ -117,7 +121,13 @@ impl Connection {
             events: Vec::new(),
             outputs: Vec::new(),
             log: Vec::new(),
+            unix_s: 0,
         }
+    }
+
+    /// The wall-clock time (Unix seconds) against which signed keys expire.
+    pub fn set_unix_time(&mut self, unix_s: u64) {
+        self.unix_s = unix_s;
     }
 
     /// Bytes waiting to be sent to the publisher.
@@ -187,8 +197,28 @@ impl Connection {
                 Ok(())
             }
             Event::Publish {
-                stream_id, name, ..
-            } => self.publish(stream_id, name, now_ms, shared),
+                stream_id,
+                name,
+                query,
+                ..
+            } => {
+                // An invalid name is refused by `publish` with its own message.
+                let signed = match names::valid_key(&name) {
+                    true => self
+                        .cfg
+                        .publish_secrets
+                        .check(&name, query.as_deref(), self.unix_s),
+                    false => Ok(()),
+                };
+                if let Err(e) = signed {
+                    let app = self.app.clone().unwrap_or_default();
+                    let why = format!("publish \"{app}/{name}\" refused: {e}");
+                    self.rtmp
+                        .reject_publish(stream_id, "NetStream.Publish.BadName", &why);
+                    return Err(IngestError::Refused(why));
+                }
+                self.publish(stream_id, name, now_ms, shared)
+            }
             Event::Metadata { stream_id, values } => {
                 if let Some(p) = self
                     .publishing

@@ -51,6 +51,10 @@ pub struct LocConf {
     zone: *mut ngx_shm_zone_t,
     /// `hls_live_variants`: key suffixes of an ABR group (ngx_str_t elements), or null.
     variants: *mut ngx_array_t,
+    /// `hls_live_token_secret`: ngx_str_t secrets of playback tokens, or null (off).
+    token_secrets: *mut ngx_array_t,
+    /// `hls_live_token_bind_addr`: tokens are bound to the client address.
+    token_bind_addr: ngx_flag_t,
 }
 
 const FORMAT_FMP4: ngx_uint_t = 0;
@@ -75,7 +79,21 @@ static mut FORMATS: [ngx_conf_enum_t; 3] = [
     },
 ];
 
-static mut COMMANDS: [ngx_command_t; 7] = [
+static mut COMMANDS: [ngx_command_t; 9] = [
+    command(
+        ngx::ngx_string!("hls_live_token_secret"),
+        NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
+        super::auth::set_secret,
+        NGX_HTTP_LOC_CONF_OFFSET,
+        core::mem::offset_of!(LocConf, token_secrets),
+    ),
+    command(
+        ngx::ngx_string!("hls_live_token_bind_addr"),
+        NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_FLAG,
+        ngx_conf_set_flag_slot,
+        NGX_HTTP_LOC_CONF_OFFSET,
+        core::mem::offset_of!(LocConf, token_bind_addr),
+    ),
     command(
         ngx::ngx_string!("hls_live_variants"),
         NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_1MORE,
@@ -152,6 +170,7 @@ unsafe extern "C" fn create_loc_conf(cf: *mut ngx_conf_t) -> *mut c_void {
     (*conf).enable = NGX_CONF_UNSET as ngx_flag_t;
     (*conf).low_latency = NGX_CONF_UNSET as ngx_flag_t;
     (*conf).format = NGX_CONF_UNSET_UINT;
+    (*conf).token_bind_addr = NGX_CONF_UNSET as ngx_flag_t;
     conf.cast()
 }
 
@@ -185,6 +204,16 @@ unsafe extern "C" fn merge_loc_conf(
     }
     if conf.variants.is_null() {
         conf.variants = prev.variants;
+    }
+    if conf.token_secrets.is_null() {
+        conf.token_secrets = prev.token_secrets;
+    }
+    if conf.token_bind_addr == NGX_CONF_UNSET as ngx_flag_t {
+        conf.token_bind_addr = if prev.token_bind_addr == NGX_CONF_UNSET as ngx_flag_t {
+            0
+        } else {
+            prev.token_bind_addr
+        };
     }
     if conf.zone_name.data.is_null() {
         conf.zone_name = if prev.zone_name.data.is_null() {
@@ -370,6 +399,12 @@ unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
     let Some((key, file)) = names::split_uri(uri) else {
         return NGX_HTTP_NOT_FOUND as ngx_int_t;
     };
+    // Playback tokens first: a refused request reaches nothing else (no hold, no file).
+    if let Some(rc) =
+        super::auth::check_token(r, conf.token_secrets, conf.token_bind_addr == 1, key)
+    {
+        return rc;
+    }
     let Some(media) = MediaFile::parse(file) else {
         return NGX_HTTP_NOT_FOUND as ngx_int_t;
     };

@@ -42,9 +42,11 @@ pub struct SrvConf {
     max_message: usize,
     /// `hls_live_ts`: also write MPEG-TS segments (H.264/AAC streams).
     ts: ngx_flag_t,
+    /// `rtmp_live_secret`: ngx_str_t secrets publish keys are signed with, or null.
+    secrets: *mut nginx_sys::ngx_array_t,
 }
 
-static mut COMMANDS: [ngx_command_t; 10] = [
+static mut COMMANDS: [ngx_command_t; 11] = [
     command(
         ngx::ngx_string!("hls_live_zone"),
         NGX_STREAM_MAIN_CONF | NGX_CONF_TAKE2,
@@ -107,6 +109,13 @@ static mut COMMANDS: [ngx_command_t; 10] = [
         ngx_conf_set_flag_slot,
         NGX_STREAM_SRV_CONF_OFFSET,
         core::mem::offset_of!(SrvConf, ts),
+    ),
+    command(
+        ngx::ngx_string!("rtmp_live_secret"),
+        NGX_STREAM_MAIN_CONF | NGX_STREAM_SRV_CONF | NGX_CONF_TAKE1,
+        super::auth::set_secret,
+        NGX_STREAM_SRV_CONF_OFFSET,
+        core::mem::offset_of!(SrvConf, secrets),
     ),
     ngx_command_t::empty(),
 ];
@@ -172,6 +181,9 @@ unsafe extern "C" fn merge_srv_conf(
     let conf = &mut *(child as *mut SrvConf);
     if conf.zone.is_null() {
         conf.zone = prev.zone;
+    }
+    if conf.secrets.is_null() {
+        conf.secrets = prev.secrets;
     }
     if conf.path.data.is_null() {
         conf.path = if prev.path.data.is_null() {
@@ -312,6 +324,7 @@ unsafe extern "C" fn handler(s: *mut ngx_stream_session_t) {
         max_message_size: conf.max_message,
         owner: std::process::id(),
         ts: conf.ts == 1,
+        publish_secrets: crate::auth::publish::Secrets(super::auth::secrets(conf.secrets)),
     };
     let cln = ngx_pool_cleanup_add((*c).pool, 0);
     if cln.is_null() {
@@ -378,6 +391,7 @@ unsafe fn finalize(c: *mut ngx_connection_t, rc: u32) {
 /// Feed bytes to the session; false if the connection was finalized.
 unsafe fn feed(c: *mut ngx_connection_t, session: &mut Session, data: &[u8]) -> bool {
     let mut zone = session.zone;
+    session.conn.set_unix_time(super::auth::unix_s());
     let res = catch_unwind(AssertUnwindSafe(|| {
         session.conn.feed(data, now_ms(), &mut zone)
     }));

@@ -1,0 +1,237 @@
+"""Access control with real clients: signed publish keys (ffmpeg), RTMPS ingest (both
+ffmpeg versions, a self-signed certificate), playback tokens at the origin (ffmpeg's HLS
+demuxer as the player) and through stock-nginx edges (secure_link)."""
+
+import base64
+import hashlib
+import hmac
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import (DEBIAN_FFMPEG, ROOT, Vid, http, modern_ffmpeg, parse_playlist, publish,
+                      wait_for)
+
+SECRET_A = "publish-secret-number-one"
+SECRET_B = "publish-secret-number-two"
+TOKEN_SECRET = "playback-secret-0123456789"
+
+
+def b64url(b):
+    return base64.urlsafe_b64encode(b).decode().rstrip("=")
+
+
+def signed_key(key, exp, secret):
+    """Independent of vid's code: the documented scheme, with Python's hmac."""
+    mac = hmac.new(secret.encode(), f"{key}:{exp}".encode(), hashlib.sha256).digest()[:16]
+    return f"{key}?exp={exp}&sig={b64url(mac)}"
+
+
+def token_prefix(key, exp, secret, addr=""):
+    """The documented playback-token scheme (nginx secure_link_md5), with hashlib."""
+    return f"/t/{exp}-{b64url(hashlib.md5(f'{exp}{key}{addr} {secret}'.encode()).digest())}"
+
+
+@pytest.fixture
+def custom_vid():
+    """Vid origins whose rendered config a test edits before start()."""
+    made = []
+
+    def make(edit=lambda conf: conf, **kw):
+        v = Vid(**kw)
+        made.append(v)
+        p = v.prefix / "conf" / "nginx.conf"
+        p.write_text(edit(p.read_text()))
+        return v.start()
+
+    yield make
+    for v in made:
+        v.stop()
+        crashes, log = v.crashes(), v.log()
+        v.cleanup()
+        assert not crashes, f"worker crashed: {crashes}"
+        assert "[alert]" not in log and "[emerg]" not in log, log[-4000:]
+
+
+def wait_playlist(v, key, path=None, timeout=20):
+    def ready():
+        r = v.get(path or f"/live/{key}/index.m3u8")
+        return r if r.status == 200 and parse_playlist(r.text)["segments"] else None
+
+    return wait_for(ready, timeout, what=f"playlist of {key}")
+
+
+# --- signed publish keys ---------------------------------------------------------------
+
+def test_signed_publish_keys(vid_factory):
+    v = vid_factory(stream_extra=f"rtmp_live_secret {SECRET_A};\n        rtmp_live_secret {SECRET_B};")
+    now = int(time.time())
+    # The command a streamer uses, with the second (rotated-in) secret.
+    out = subprocess.run([str(ROOT / "scripts" / "sign-key.sh"), "good", "600", SECRET_B],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert out.startswith("good?exp=") and len(out) < 64, out
+    refused = {
+        "expired": signed_key("expired", now - 5, SECRET_A),
+        "wrongsig": signed_key("wrongsig", now + 600, "not-the-secret-at-all"),
+        "otherkey": "otherkey?" + signed_key("good", now + 600, SECRET_A).split("?")[1],
+        "missing": "missing",
+        "malformed": "malformed?exp=12&sig=abc",
+    }
+    pubs = {"good": publish(v.rtmp_url(out), seconds=8),
+            "good_old_secret": publish(v.rtmp_url(signed_key("good_old_secret", now + 600, SECRET_A)), seconds=8)}
+    rejected = {k: publish(v.rtmp_url(name), seconds=8) for k, name in refused.items()}
+    for k, p in rejected.items():
+        p.wait(30)
+        assert p.returncode != 0, f"{k}: ffmpeg should have been refused"
+        # ffmpeg prints the onStatus description of the error.
+        assert b"refused" in p.stderr.read(), k
+    for k in pubs:
+        wait_playlist(v, k)
+    for p in pubs.values():
+        p.wait(30)
+    log = v.log()
+    for k in refused:
+        assert v.get(f"/live/{k}/index.m3u8").status == 404
+        assert not (v.prefix / "media" / k).exists(), f"{k}: a refused publisher got a folder"
+    assert 'publish "live/expired" refused: stream key signature has expired' in log
+    assert 'publish "live/wrongsig" refused: wrong stream key signature' in log
+    assert 'publish "live/otherkey" refused: wrong stream key signature' in log
+    assert 'publish "live/missing" refused: unsigned stream key' in log
+    assert 'publish "live/malformed" refused: malformed stream key signature' in log
+    assert 'publish "live/good" started' in log
+    # The signature never reaches logs, playlists or file names.
+    sigs = [n.split("sig=")[1] for n in list(refused.values()) + [out] if "sig=" in n]
+    playlist = v.get("/live/good/index.m3u8").text
+    names = " ".join(p.name for p in (v.prefix / "media").rglob("*"))
+    for s in sigs:
+        assert s not in log and s not in playlist and s not in names
+
+
+def test_sign_key_script_matches_the_scheme():
+    out = subprocess.run([str(ROOT / "scripts" / "sign-key.sh"), "demo", "100", SECRET_A],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    exp = int(out.split("exp=")[1].split("&")[0])
+    assert out == signed_key("demo", exp, SECRET_A)
+    tok = subprocess.run([str(ROOT / "scripts" / "sign-token.sh"), "demo", "100", TOKEN_SECRET, "10.0.0.1"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    exp = int(tok.split("/")[2].split("-")[0])
+    assert tok == token_prefix("demo", exp, TOKEN_SECRET, "10.0.0.1")
+    bad = subprocess.run([str(ROOT / "scripts" / "sign-key.sh"), "../x", "100", SECRET_A], capture_output=True, text=True)
+    assert bad.returncode == 2
+
+
+def test_secret_directive_errors(tmp_path):
+    v = Vid(stream_extra="rtmp_live_secret short;")
+    try:
+        r = v.nginx("-t", check=False)
+        assert r.returncode != 0 and '"rtmp_live_secret" needs a secret of at least 16 characters' in r.stderr
+    finally:
+        v.cleanup()
+    v = Vid(stream_extra=f"rtmp_live_secret {SECRET_A}; rtmp_live_secret {SECRET_B}; rtmp_live_secret {SECRET_A}x;")
+    try:
+        r = v.nginx("-t", check=False)
+        assert r.returncode != 0 and '"rtmp_live_secret" is set more than 2 times' in r.stderr
+    finally:
+        v.cleanup()
+
+
+# --- RTMPS -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("which", ["debian", "modern"])
+def test_rtmps_publish(custom_vid, which, tmp_path):
+    ffmpeg = DEBIAN_FFMPEG if which == "debian" else modern_ffmpeg()
+    subprocess.run([str(ROOT / "scripts" / "cdn_cert.sh"), str(tmp_path)], check=True, capture_output=True)
+    from conftest import free_port
+    port = free_port()
+    ssl = (f"listen 127.0.0.1:{port} ssl;\n        ssl_certificate {tmp_path}/edge.crt;\n"
+           f"        ssl_certificate_key {tmp_path}/edge.key;")
+    v = custom_vid(edit=lambda c: c.replace("rtmp_live live;", "rtmp_live live;\n        " + ssl, 1))
+    # RTMP and RTMPS side by side, in one server.
+    # ffmpeg 9 verifies the server certificate by default: trust the self-signed one
+    # (its SAN holds 127.0.0.1). ffmpeg 5.1 does not verify unless asked to.
+    extra = ["-ca_file", str(tmp_path / "edge.crt")] if which == "modern" else []
+    p_tls = publish(f"rtmps://127.0.0.1:{port}/live/secure", seconds=6, ffmpeg=ffmpeg, extra=extra)
+    p_plain = publish(v.rtmp_url("plain"), seconds=6, ffmpeg=ffmpeg)
+    wait_playlist(v, "secure")
+    wait_playlist(v, "plain")
+    assert p_tls.wait(30) == 0, p_tls.stderr.read().decode()
+    assert p_plain.wait(30) == 0
+    # What arrived over TLS is a playable stream.
+    r = subprocess.run([DEBIAN_FFMPEG, "-v", "error", "-i", v.playlist_url("secure"), "-f", "null", "-"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert 'publish "live/secure" started' in v.log()
+
+
+# --- playback tokens at the origin -----------------------------------------------------
+
+def token_conf(conf, bind=False):
+    loc = ("        location /t/ {\n"
+           f"            hls_live_token_secret {TOKEN_SECRET};\n"
+           + ("            hls_live_token_bind_addr on;\n" if bind else "")
+           + "            hls_live on;\n        }\n")
+    conf = conf.replace("        location /live/ {\n", loc + "        location /live/ {\n"
+                        f"            hls_live_token_secret {TOKEN_SECRET};\n", 1)
+    # Refusals are logged at "info" (one line per refused request).
+    return conf.replace("error_log logs/error.log notice;", "error_log logs/error.log info;", 1)
+
+
+def test_playback_tokens_at_the_origin(custom_vid):
+    v = custom_vid(edit=token_conf)
+    p = publish(v.rtmp_url("demo"), seconds=14)
+    p2 = publish(v.rtmp_url("other"), seconds=14)
+    try:
+        now = int(time.time())
+        good = token_prefix("demo", now + 300, TOKEN_SECRET)
+        text = wait_playlist(v, "demo", path=f"{good}/live/demo/index.m3u8").text
+        pl = parse_playlist(text)
+        # Every URI in the playlist is relative and so inherits the token.
+        import re
+        uris = [s["uri"] for s in pl["segments"]] + re.findall(r'URI="([^"]+)"', text)
+        assert uris and all("/" not in u for u in uris), uris
+        for u in uris[:3] + uris[-3:]:
+            r = v.get(f"{good}/live/demo/{u.split('?')[0]}")
+            assert r.status == 200, u
+        assert v.get(f"{good}/live/demo/master.m3u8").status == 200
+        # A real player through the tokenized URL.
+        r = subprocess.run([DEBIAN_FFMPEG, "-v", "error", "-i", v.url(f"{good}/live/demo/index.m3u8"), "-t", "2",
+                            "-f", "null", "-"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        # Refusals: 403, never cacheable, and a blocking request is not held.
+        expired = token_prefix("demo", now - 1, TOKEN_SECRET)
+        other = token_prefix("other", now + 300, TOKEN_SECRET)
+        wrong = token_prefix("demo", now + 300, "some-other-secret-value")
+        msn = pl["msn"] + len(pl["segments"]) + 2
+        for path in [f"{expired}/live/demo/index.m3u8", f"{other}/live/demo/index.m3u8",
+                     f"{wrong}/live/demo/0.m4s", "/live/demo/index.m3u8", "/t/live/demo/index.m3u8",
+                     f"{expired}/live/demo/index.m3u8?_HLS_msn={msn}&_HLS_part=0"]:
+            t0 = time.monotonic()
+            r = v.get(path)
+            assert r.status == 403, path
+            assert r.headers.get("Cache-Control") == "no-store", path
+            assert time.monotonic() - t0 < 1.5, f"{path}: held"
+        assert v.get(f"{other}/live/other/index.m3u8").status == 200
+        log = v.log()
+        assert 'hls_live: 403 for "demo": playback token has expired' in log
+        assert 'hls_live: 403 for "demo": playback token is not valid for this stream' in log
+        assert 'hls_live: 403 for "demo": no playback token' in log
+    finally:
+        p.kill(), p2.kill()
+        p.wait(), p2.wait()
+
+
+def test_playback_token_bound_to_address(custom_vid):
+    v = custom_vid(edit=lambda c: token_conf(c, bind=True))
+    p = publish(v.rtmp_url("demo"), seconds=8)
+    try:
+        exp = int(time.time()) + 300
+        good = token_prefix("demo", exp, TOKEN_SECRET, "127.0.0.1")
+        wait_playlist(v, "demo", path=f"{good}/live/demo/index.m3u8")
+        # The unbound token of the same stream is refused where tokens are bound.
+        assert v.get(f"{token_prefix('demo', exp, TOKEN_SECRET)}/live/demo/index.m3u8").status == 403
+        assert v.get(f"{token_prefix('demo', exp, TOKEN_SECRET, '127.0.0.2')}/live/demo/index.m3u8").status == 403
+    finally:
+        p.kill()
+        p.wait()
