@@ -235,3 +235,119 @@ def test_playback_token_bound_to_address(custom_vid):
     finally:
         p.kill()
         p.wait()
+
+
+# --- playback tokens through stock-nginx edges (secure_link) ----------------------------
+
+from test_cdn import HINT, Conn, edge_factory, origin_lines  # noqa: E402,F401  (fixture)
+from test_player import browser, run_play  # noqa: E402,F401  (fixture)
+
+
+async def token_viewer(port, base, seconds, stats, got, go):
+    """test_cdn's LL-HLS viewer (blocking reload + hinted part) under a tokenized base."""
+    import asyncio
+    pl, pt = Conn(port, stats), Conn(port, stats)
+    try:
+        await go.wait()
+        status, _, body = await pl.get(base + "index.m3u8")
+        assert status == 200, status
+        m = HINT.search(body.decode())
+        end = time.monotonic() + seconds
+        while m and time.monotonic() < end:
+            msn, part = m.groups()
+            (s1, _, b1), (s2, _, _) = await asyncio.gather(
+                pl.get(f"{base}index.m3u8?_HLS_msn={msn}&_HLS_part={part}"), pt.get(f"{base}{msn}.{part}.m4s"))
+            if s1 != 200 or s2 != 200:
+                stats["errors"].append((base, msn, part, s1, s2))
+                return
+            got.setdefault((int(msn), int(part)), 0)
+            got[(int(msn), int(part))] += 1
+            m = HINT.search(b1.decode())
+    except Exception as e:  # reported by the test
+        stats["errors"].append(repr(e))
+    finally:
+        pl.close()
+        pt.close()
+
+
+def test_tokens_through_edges(vid_factory, edge_factory, browser, monkeypatch):
+    import asyncio
+    import collections
+    import re
+    origin = vid_factory(access_log=True)
+    monkeypatch.setenv("EDGE_TOKEN_SECRET", TOKEN_SECRET)
+    e1 = edge_factory([origin], name="edge1")
+    e2 = edge_factory([origin], name="edge2")
+    key = "tok"
+    pub = publish(origin.rtmp_url(key), seconds=60)
+    try:
+        now = int(time.time())
+        good = token_prefix(key, now + 600, TOKEN_SECRET)
+        wait_for(lambda: e1.get(f"{good}/live/{key}/index.m3u8").status == 200 and
+                 len(parse_playlist(e1.get(f"{good}/live/{key}/index.m3u8").text)["segments"]) >= 2,
+                 25, step=0.25, what="tokenized playlist through edge1")
+        # Refusals at the edge: plain /live/, expired, another stream's, a wrong secret.
+        refused = {
+            "plain": f"/live/{key}/index.m3u8",
+            "expired": f"{token_prefix(key, now - 1, TOKEN_SECRET)}/live/{key}/index.m3u8",
+            "other": f"{token_prefix('other', now + 600, TOKEN_SECRET)}/live/{key}/index.m3u8",
+            "wrong": f"{token_prefix(key, now + 600, 'not-the-edge-secret-at-all')}/live/{key}/0.m4s",
+            "garbled": f"/t/{now + 600}-{'A' * 22}/live/{key}/index.m3u8",
+        }
+        for what, path in refused.items():
+            r = e1.get(path)
+            assert r.status == 403, what
+            assert r.headers.get("Cache-Control") == "no-store", what
+
+        # 200 LL-HLS viewers, each with its own token, 100 per edge.
+        n, seconds = 200, 12
+        stats = {"requests": 0, "bytes": 0, "retries": 0, "errors": []}
+        got = {}
+        skip = {e.name: len(origin_lines(origin, e)) for e in (e1, e2)}
+
+        async def main():
+            go = asyncio.Event()
+            tasks = []
+            for i in range(n):
+                edge = (e1, e2)[i % 2]
+                base = f"{token_prefix(key, now + 600 + i, TOKEN_SECRET)}/live/{key}/"
+                tasks.append(asyncio.create_task(token_viewer(edge.http_port, base, seconds, stats, got, go)))
+            await asyncio.sleep(0.05)
+            go.set()
+            await asyncio.gather(*tasks)
+
+        asyncio.run(main())
+        assert not stats["errors"], stats["errors"][:5]
+        assert len(got) >= seconds * 3, "viewers follow the live edge (5 parts/s)"
+        per_edge = {}
+        for e in (e1, e2):
+            lines = origin_lines(origin, e)[skip[e.name]:]
+            # The origin sees token-free URIs only.
+            assert lines and all(u.startswith(f"/live/{key}/") for u, _, _ in lines), lines[:3]
+            parts = collections.Counter(u for u, _, _ in lines if re.search(r"/\d+\.\d+\.m4s$", u))
+            dups = {u: c for u, c in parts.items() if c > 1}
+            assert not dups, (e.name, dups)
+            per_edge[e.name] = (len(parts), sum(parts.values()))
+        print(f"\ntokens through edges: {n} viewers with distinct tokens x {seconds}s, client requests "
+              f"{stats['requests']}; origin part requests per edge (distinct parts, requests): {per_edge}")
+
+        # hls.js in Chromium plays a tokenized URL through an edge (the player page's ?src=).
+        import urllib.parse
+        src = e2.url(f"{token_prefix(key, int(time.time()) + 600, TOKEN_SECRET)}/live/{key}/index.m3u8")
+        out, _ = run_play(browser, origin.url("/?src=" + urllib.parse.quote(src, safe="")), "--seconds", "8",
+                          timeout=150)
+        st = out.get("stats") or {}
+        assert not out.get("error"), out.get("error")
+        assert st["engine"].startswith("hls.js"), st["engine"]
+        assert out["samples"] and out["samples"][-1]["playing"], out["samples"][-3:]
+        assert st["currentTime"] - out["samples"][0]["currentTime"] >= 5
+        # An expired token is refused: the page does not play.
+        src = e2.url(f"{token_prefix(key, int(time.time()) - 10, TOKEN_SECRET)}/live/{key}/index.m3u8")
+        out, _ = run_play(browser, origin.url("/?src=" + urllib.parse.quote(src, safe="")), "--load-only", "6",
+                          timeout=90)
+        st = out.get("stats") or {}
+        assert st.get("fatalErrors", 0) >= 1 or any(e.get("fatal") for e in st.get("errors", [])), st
+        assert any(f"/t/" in l and " 403 " in l for l in e2.access_log())
+    finally:
+        pub.kill()
+        pub.wait()
