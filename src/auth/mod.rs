@@ -2,6 +2,8 @@
 //! tokens ([`token`]). No I/O: the nginx glue passes in the secrets, the request and the
 //! time, and acts on the answer (an RTMP onStatus error, an HTTP 403).
 
+pub mod callback;
+pub mod gate;
 pub mod publish;
 pub mod token;
 

@@ -19,6 +19,9 @@ use crate::store::files::StreamDir;
 use crate::store::names;
 use crate::store::{ClaimError, StreamIndex, StreamSettings, Table};
 
+mod gate;
+pub use gate::CallbackAsk;
+
 /// Access to the shared table of stream indexes; the implementation holds the lock for
 /// the duration of `f`. Returns false if the table is unavailable.
 pub trait SharedIndex {
@@ -40,6 +43,8 @@ pub struct IngestConfig {
     pub ts: bool,
     /// `rtmp_live_secret`: publish keys must be signed with one of these (none: unsigned).
     pub publish_secrets: crate::auth::publish::Secrets,
+    /// `rtmp_live_on_publish`: a publish waits for the callback ([`gate`]).
+    pub publish_callback: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,10 +110,13 @@ pub struct Connection {
     log: Vec<(LogLevel, String)>,
     /// Wall-clock Unix seconds, for the expiry of signed keys ([`Connection::set_unix_time`]).
     unix_s: u64,
+    /// A publish waiting for the publish callback.
+    gate: crate::auth::gate::Gate,
 }
 
 impl Connection {
     pub fn new(cfg: IngestConfig) -> Self {
+        let callback = cfg.publish_callback;
         let rtmp = Session::new(SessionConfig {
             max_message_size: cfg.max_message_size,
             ..SessionConfig::default()
@@ -122,6 +130,7 @@ impl Connection {
             outputs: Vec::new(),
             log: Vec::new(),
             unix_s: 0,
+            gate: crate::auth::gate::Gate::new(callback),
         }
     }
 
@@ -216,6 +225,9 @@ impl Connection {
                     self.rtmp
                         .reject_publish(stream_id, "NetStream.Publish.BadName", &why);
                     return Err(IngestError::Refused(why));
+                }
+                if self.hold_publish(stream_id, &name, query.as_deref())? {
+                    return Ok(()); // answered when the callback is (gate.rs)
                 }
                 self.publish(stream_id, name, now_ms, shared)
             }

@@ -7,6 +7,7 @@
 #![allow(clippy::missing_safety_doc)]
 
 mod auth;
+mod callback;
 mod http;
 mod stream;
 mod sweeper;

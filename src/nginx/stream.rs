@@ -44,9 +44,13 @@ pub struct SrvConf {
     ts: ngx_flag_t,
     /// `rtmp_live_secret`: ngx_str_t secrets publish keys are signed with, or null.
     secrets: *mut nginx_sys::ngx_array_t,
+    /// `rtmp_live_on_publish`, `rtmp_live_on_publish_done`: parsed URLs, or null.
+    on_publish: *mut nginx_sys::ngx_url_t,
+    on_publish_done: *mut nginx_sys::ngx_url_t,
+    callback_timeout: ngx_msec_t,
 }
 
-static mut COMMANDS: [ngx_command_t; 11] = [
+static mut COMMANDS: [ngx_command_t; 14] = [
     command(
         ngx::ngx_string!("hls_live_zone"),
         NGX_STREAM_MAIN_CONF | NGX_CONF_TAKE2,
@@ -117,6 +121,27 @@ static mut COMMANDS: [ngx_command_t; 11] = [
         NGX_STREAM_SRV_CONF_OFFSET,
         core::mem::offset_of!(SrvConf, secrets),
     ),
+    command(
+        ngx::ngx_string!("rtmp_live_on_publish"),
+        NGX_STREAM_MAIN_CONF | NGX_STREAM_SRV_CONF | NGX_CONF_TAKE1,
+        super::callback::set_url,
+        NGX_STREAM_SRV_CONF_OFFSET,
+        core::mem::offset_of!(SrvConf, on_publish),
+    ),
+    command(
+        ngx::ngx_string!("rtmp_live_on_publish_done"),
+        NGX_STREAM_MAIN_CONF | NGX_STREAM_SRV_CONF | NGX_CONF_TAKE1,
+        super::callback::set_url,
+        NGX_STREAM_SRV_CONF_OFFSET,
+        core::mem::offset_of!(SrvConf, on_publish_done),
+    ),
+    command(
+        ngx::ngx_string!("rtmp_live_callback_timeout"),
+        NGX_STREAM_MAIN_CONF | NGX_STREAM_SRV_CONF | NGX_CONF_TAKE1,
+        ngx_conf_set_msec_slot,
+        NGX_STREAM_SRV_CONF_OFFSET,
+        core::mem::offset_of!(SrvConf, callback_timeout),
+    ),
     ngx_command_t::empty(),
 ];
 
@@ -169,6 +194,7 @@ unsafe extern "C" fn create_srv_conf(cf: *mut ngx_conf_t) -> *mut c_void {
     (*conf).timeout = NGX_CONF_UNSET_MSEC;
     (*conf).max_message = NGX_CONF_UNSET_SIZE;
     (*conf).ts = NGX_CONF_UNSET as ngx_flag_t;
+    (*conf).callback_timeout = NGX_CONF_UNSET_MSEC;
     conf.cast()
 }
 
@@ -185,6 +211,18 @@ unsafe extern "C" fn merge_srv_conf(
     if conf.secrets.is_null() {
         conf.secrets = prev.secrets;
     }
+    if conf.on_publish.is_null() {
+        conf.on_publish = prev.on_publish;
+    }
+    if conf.on_publish_done.is_null() {
+        conf.on_publish_done = prev.on_publish_done;
+    }
+    merge(
+        &mut conf.callback_timeout,
+        prev.callback_timeout,
+        NGX_CONF_UNSET_MSEC,
+        5000,
+    );
     if conf.path.data.is_null() {
         conf.path = if prev.path.data.is_null() {
             ngx::ngx_string!("/var/lib/vid")
@@ -305,6 +343,8 @@ struct Session {
     zone: Zone,
     timeout: ngx_msec_t,
     buf: Vec<u8>,
+    /// Publish callbacks of this session (src/nginx/callback.rs).
+    calls: super::callback::Calls,
 }
 
 unsafe fn session_of(c: *mut ngx_connection_t) -> *mut Session {
@@ -325,6 +365,7 @@ unsafe extern "C" fn handler(s: *mut ngx_stream_session_t) {
         owner: std::process::id(),
         ts: conf.ts == 1,
         publish_secrets: crate::auth::publish::Secrets(super::auth::secrets(conf.secrets)),
+        publish_callback: !conf.on_publish.is_null(),
     };
     let cln = ngx_pool_cleanup_add((*c).pool, 0);
     if cln.is_null() {
@@ -336,6 +377,12 @@ unsafe extern "C" fn handler(s: *mut ngx_stream_session_t) {
         zone: Zone(conf.zone),
         timeout: conf.timeout,
         buf: vec![0u8; 64 * 1024],
+        calls: super::callback::Calls::new(
+            conf.on_publish,
+            conf.on_publish_done,
+            conf.callback_timeout,
+            c,
+        ),
     }));
     (*cln).handler = Some(cleanup);
     (*cln).data = session.cast();
@@ -361,6 +408,9 @@ unsafe extern "C" fn handler(s: *mut ngx_stream_session_t) {
 unsafe extern "C" fn cleanup(data: *mut c_void) {
     let session = Box::from_raw(data as *mut Session);
     let mut session = session;
+    let app = session.conn.app().to_owned();
+    let key = session.conn.key().map(str::to_owned);
+    super::callback::on_close(&mut session.calls, &app, key.as_deref());
     let _ = catch_unwind(AssertUnwindSafe(|| {
         let mut zone = session.zone;
         session.conn.close(now_ms(), &mut zone);
@@ -415,6 +465,60 @@ unsafe fn feed(c: *mut ngx_connection_t, session: &mut Session, data: &[u8]) -> 
             finalize(c, NGX_STREAM_INTERNAL_SERVER_ERROR);
             return false;
         }
+    }
+    if let Err(d) = super::callback::after_feed(&mut session.calls, &mut session.conn, c) {
+        return answer(c, session, d);
+    }
+    if !flush(c, session) {
+        finalize(c, NGX_STREAM_OK);
+        return false;
+    }
+    true
+}
+
+/// The publish callback answered for the session of `c` (see src/nginx/callback.rs).
+pub(super) unsafe fn callback_answered(
+    c: *mut ngx_connection_t,
+    d: crate::auth::callback::Decision,
+) {
+    let session = &mut *session_of(c);
+    super::callback::answered(&mut session.calls);
+    answer(c, session, d);
+}
+
+/// Hands the callback's decision to the session; false if the connection was finalized.
+unsafe fn answer(
+    c: *mut ngx_connection_t,
+    session: &mut Session,
+    d: crate::auth::callback::Decision,
+) -> bool {
+    let mut zone = session.zone;
+    let res = catch_unwind(AssertUnwindSafe(|| {
+        session.conn.resolve_publish(d, now_ms(), &mut zone)
+    }));
+    for (level, msg) in session.conn.take_log() {
+        log_line((*c).log, level, &msg);
+    }
+    match res {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            ngx_log_error!(NGX_LOG_ERR, (*c).log, "rtmp: closing connection: {}", e);
+            flush(c, session);
+            finalize(c, NGX_STREAM_OK);
+            return false;
+        }
+        Err(_) => {
+            ngx_log_error!(
+                NGX_LOG_ERR,
+                (*c).log,
+                "rtmp: internal error, closing connection"
+            );
+            finalize(c, NGX_STREAM_INTERNAL_SERVER_ERROR);
+            return false;
+        }
+    }
+    if let Err(d) = super::callback::after_feed(&mut session.calls, &mut session.conn, c) {
+        return answer(c, session, d);
     }
     if !flush(c, session) {
         finalize(c, NGX_STREAM_OK);
