@@ -495,3 +495,82 @@ def test_slow_callback_does_not_block_the_worker(vid_factory, callback_server):
     finally:
         live.kill()
         live.wait()
+
+
+# --- limits ----------------------------------------------------------------------------
+
+def test_limit_conn_publishers_per_address(custom_vid):
+    """Stock nginx limit_conn in the RTMP server: at most 2 connections per address."""
+    def edit(conf):
+        conf = conf.replace("stream {\n", "stream {\n    limit_conn_zone $binary_remote_addr zone=publishers:1m;\n", 1)
+        return conf.replace("rtmp_live live;", "rtmp_live live;\n        limit_conn publishers 2;", 1)
+
+    v = custom_vid(edit=edit)
+    a = publish(v.rtmp_url("lim_a"), seconds=8)
+    b = publish(v.rtmp_url("lim_b"), seconds=8)
+    wait_playlist(v, "lim_a")
+    wait_playlist(v, "lim_b")
+    c = publish(v.rtmp_url("lim_c"), seconds=4)
+    assert c.wait(30) != 0
+    assert v.get("/live/lim_c/index.m3u8").status == 404
+    assert 'limiting connections by zone "publishers"' in v.log()
+    # The two within the limit are unaffected.
+    assert a.wait(30) == 0 and b.wait(30) == 0
+    for k in ("lim_a", "lim_b"):
+        assert "#EXT-X-ENDLIST" in v.get(f"/live/{k}/index.m3u8").text
+
+
+def test_ingest_bitrate_cap(vid_factory):
+    v = vid_factory(stream_extra="rtmp_live_max_bitrate 600k;")
+    # ~2.5 Mbit/s: above the cap; ~250 kbit/s: well below it.
+    big = publish(v.rtmp_url("fat"), seconds=15, size="1280x720",
+                  extra=["-b:v", "2500k", "-maxrate", "2500k", "-bufsize", "1000k", "-x264-params", "nal-hrd=cbr"])
+    small = publish(v.rtmp_url("thin"), seconds=12, size="320x180", extra=["-b:v", "150k", "-maxrate", "150k",
+                                                                           "-bufsize", "150k"])
+    try:
+        wait_playlist(v, "thin")
+        assert big.wait(30) != 0, "the publisher above the cap is closed"
+        assert 'publish "live/fat" is above rtmp_live_max_bitrate (600 kbit/s sustained), closing' in v.log()
+        # What it wrote is kept: the stream ended with its segments listed.
+        pl = v.get("/live/fat/index.m3u8")
+        assert pl.status == 200
+        p = parse_playlist(pl.text)
+        assert p.get("endlist") and p["segments"], pl.text
+        seg = v.get(f"/live/fat/{p['segments'][0]['uri']}")
+        assert seg.status == 200 and len(seg.body) > 1000
+        # The other stream is unaffected.
+        assert small.wait(30) == 0, small.stderr.read()
+        assert "#EXT-X-ENDLIST" in v.get("/live/thin/index.m3u8").text
+        assert 'publish "live/thin" is above' not in v.log()
+    finally:
+        big.kill(), small.kill()
+        big.wait(), small.wait()
+
+
+def test_held_requests_cap(vid_factory):
+    import concurrent.futures
+    v = vid_factory(live_extra="hls_live_max_held 4;")
+    p = publish(v.rtmp_url("held"), seconds=15)
+    p2 = publish(v.rtmp_url("other"), seconds=15)
+    try:
+        pl = parse_playlist(wait_playlist(v, "held").text)
+        wait_playlist(v, "other")
+        msn = pl["msn"] + len(pl["segments"]) + 1  # ~2 segments ahead: held for a while
+        url = f"/live/held/index.m3u8?_HLS_msn={msn}&_HLS_part=0"
+        with concurrent.futures.ThreadPoolExecutor(6) as ex:
+            held = [ex.submit(v.get, url) for _ in range(4)]
+            time.sleep(0.5)
+            t = time.monotonic()
+            r = v.get(url)
+            assert r.status == 503 and time.monotonic() - t < 1, r.status
+            assert r.headers.get("Cache-Control") == "max-age=1"
+            # Plain requests, and other streams, are unaffected.
+            assert v.get("/live/other/index.m3u8").status == 200
+            assert v.get("/live/held/index.m3u8").status == 200
+            assert [f.result().status for f in held] == [200] * 4
+        assert "requests already held in this worker (hls_live_max_held), 503" in v.log()
+        # Once released, requests are held again.
+        assert v.get(f"/live/held/index.m3u8?_HLS_msn={msn + 1}&_HLS_part=0").status == 200
+    finally:
+        p.kill(), p2.kill()
+        p.wait(), p2.wait()

@@ -4,6 +4,7 @@
 
 pub mod callback;
 pub mod gate;
+pub mod limits;
 pub mod publish;
 pub mod token;
 

@@ -6,6 +6,9 @@
 //!   `hls_live_token_bind_addr on;` binds tokens to the client address.
 //!
 //! Each secret directive may appear twice (rotation: both are accepted).
+//!
+//! Limits: `rtmp_live_max_bitrate RATE;` (stream) closes a publisher whose sustained
+//! ingest bit rate is above RATE.
 
 use core::ffi::{c_char, c_void};
 
@@ -16,6 +19,7 @@ use nginx_sys::{
 use ngx::{ngx_conf_log_error, ngx_log_error};
 
 use super::{conf_ok, NGX_CONF_ERROR};
+use crate::auth::limits::{self, RateCap};
 use crate::auth::token;
 
 /// At most this many secrets per directive: the current one and the one being retired.
@@ -118,4 +122,69 @@ pub(crate) unsafe fn check_token(
             Some(NGX_HTTP_FORBIDDEN as ngx_int_t)
         }
     }
+}
+
+/// Set handler of `rtmp_live_max_bitrate RATE;`: bits per second (`k`, `m` suffixes)
+/// into the `u64` at `cmd.offset` (`u64::MAX`: unset).
+pub(crate) unsafe extern "C" fn set_bitrate(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    let field = (conf as *mut u8).add((*cmd).offset) as *mut u64;
+    if *field != u64::MAX {
+        return c"is duplicate".as_ptr().cast_mut();
+    }
+    let args = (*(*cf).args).as_slice::<ngx_str_t>();
+    let v = core::str::from_utf8(args[1].as_bytes())
+        .ok()
+        .and_then(limits::parse_bitrate);
+    match v {
+        Some(v) => {
+            *field = v;
+            conf_ok()
+        }
+        None => {
+            ngx_conf_log_error!(
+                NGX_LOG_EMERG,
+                cf,
+                "invalid bit rate \"{}\" in \"{}\" (bits per second, e.g. 8m or 2500k)",
+                args[1],
+                (*cmd).name
+            );
+            NGX_CONF_ERROR
+        }
+    }
+}
+
+/// The bit rate cap of a new session (`None`: no cap).
+pub(crate) fn rate_cap(bits_per_s: u64) -> Option<RateCap> {
+    (bits_per_s > 0 && bits_per_s != u64::MAX).then(|| RateCap::new(bits_per_s, super::mono_ms()))
+}
+
+/// Counts `n` bytes read from a publisher; false (with a log line) once it is above
+/// `rtmp_live_max_bitrate`: the caller closes the connection, which ends the stream and
+/// keeps what was written.
+pub(crate) unsafe fn count_ingest(
+    c: *mut nginx_sys::ngx_connection_t,
+    cap: &mut Option<RateCap>,
+    n: usize,
+    app: &str,
+    key: Option<&str>,
+) -> bool {
+    let Some(cap) = cap.as_mut() else {
+        return true;
+    };
+    if cap.add(n, super::mono_ms()) {
+        return true;
+    }
+    ngx_log_error!(
+        nginx_sys::NGX_LOG_WARN,
+        (*c).log,
+        "rtmp: publish \"{}/{}\" is above rtmp_live_max_bitrate ({} kbit/s sustained), closing",
+        app,
+        key.unwrap_or("-"),
+        cap.bits_per_s() / 1000
+    );
+    false
 }

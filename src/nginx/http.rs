@@ -55,6 +55,8 @@ pub struct LocConf {
     token_secrets: *mut ngx_array_t,
     /// `hls_live_token_bind_addr`: tokens are bound to the client address.
     token_bind_addr: ngx_flag_t,
+    /// `hls_live_max_held`: held requests per worker before 503.
+    max_held: ngx_uint_t,
 }
 
 const FORMAT_FMP4: ngx_uint_t = 0;
@@ -79,7 +81,14 @@ static mut FORMATS: [ngx_conf_enum_t; 3] = [
     },
 ];
 
-static mut COMMANDS: [ngx_command_t; 9] = [
+static mut COMMANDS: [ngx_command_t; 10] = [
+    command(
+        ngx::ngx_string!("hls_live_max_held"),
+        NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
+        nginx_sys::ngx_conf_set_num_slot,
+        NGX_HTTP_LOC_CONF_OFFSET,
+        core::mem::offset_of!(LocConf, max_held),
+    ),
     command(
         ngx::ngx_string!("hls_live_token_secret"),
         NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
@@ -171,6 +180,7 @@ unsafe extern "C" fn create_loc_conf(cf: *mut ngx_conf_t) -> *mut c_void {
     (*conf).low_latency = NGX_CONF_UNSET as ngx_flag_t;
     (*conf).format = NGX_CONF_UNSET_UINT;
     (*conf).token_bind_addr = NGX_CONF_UNSET as ngx_flag_t;
+    (*conf).max_held = NGX_CONF_UNSET_UINT;
     conf.cast()
 }
 
@@ -207,6 +217,13 @@ unsafe extern "C" fn merge_loc_conf(
     }
     if conf.token_secrets.is_null() {
         conf.token_secrets = prev.token_secrets;
+    }
+    if conf.max_held == NGX_CONF_UNSET_UINT {
+        conf.max_held = if prev.max_held == NGX_CONF_UNSET_UINT {
+            10_000
+        } else {
+            prev.max_held
+        };
     }
     if conf.token_bind_addr == NGX_CONF_UNSET as ngx_flag_t {
         conf.token_bind_addr = if prev.token_bind_addr == NGX_CONF_UNSET as ngx_flag_t {
@@ -690,6 +707,12 @@ thread_local! {
     /// rendition reports): every
     /// request between two index changes is answered with the same bytes, rendered once.
     static RENDERED: RefCell<HashMap<RenderKey, ((i64, u64, u64, u64), Rc<[u8]>)>> = RefCell::new(HashMap::new());
+}
+
+/// `hls_live_max_held` of the location serving `r`.
+pub(super) unsafe fn max_held(r: *mut ngx_http_request_t) -> usize {
+    let conf = &*(*(*r).loc_conf.add(ngx_http_vid_module.ctx_index) as *const LocConf);
+    conf.max_held
 }
 
 /// An error status whose response may be cached for `max_age` seconds.

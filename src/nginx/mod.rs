@@ -76,6 +76,10 @@ pub(crate) fn conf_ok() -> *mut c_char {
     core::ptr::null_mut()
 }
 
+pub(crate) fn mono_ms() -> i64 {
+    unsafe { nginx_sys::ngx_current_msec as i64 }
+}
+
 /// Wall clock in milliseconds since the Unix epoch, from nginx's cached time.
 pub(crate) fn now_ms() -> i64 {
     let tp = nginx_sys::ngx_timeofday();

@@ -48,9 +48,11 @@ pub struct SrvConf {
     on_publish: *mut nginx_sys::ngx_url_t,
     on_publish_done: *mut nginx_sys::ngx_url_t,
     callback_timeout: ngx_msec_t,
+    /// `rtmp_live_max_bitrate`: bits per second, 0 = no cap, u64::MAX = unset.
+    max_bitrate: u64,
 }
 
-static mut COMMANDS: [ngx_command_t; 14] = [
+static mut COMMANDS: [ngx_command_t; 15] = [
     command(
         ngx::ngx_string!("hls_live_zone"),
         NGX_STREAM_MAIN_CONF | NGX_CONF_TAKE2,
@@ -142,6 +144,13 @@ static mut COMMANDS: [ngx_command_t; 14] = [
         NGX_STREAM_SRV_CONF_OFFSET,
         core::mem::offset_of!(SrvConf, callback_timeout),
     ),
+    command(
+        ngx::ngx_string!("rtmp_live_max_bitrate"),
+        NGX_STREAM_MAIN_CONF | NGX_STREAM_SRV_CONF | NGX_CONF_TAKE1,
+        super::auth::set_bitrate,
+        NGX_STREAM_SRV_CONF_OFFSET,
+        core::mem::offset_of!(SrvConf, max_bitrate),
+    ),
     ngx_command_t::empty(),
 ];
 
@@ -195,6 +204,7 @@ unsafe extern "C" fn create_srv_conf(cf: *mut ngx_conf_t) -> *mut c_void {
     (*conf).max_message = NGX_CONF_UNSET_SIZE;
     (*conf).ts = NGX_CONF_UNSET as ngx_flag_t;
     (*conf).callback_timeout = NGX_CONF_UNSET_MSEC;
+    (*conf).max_bitrate = u64::MAX;
     conf.cast()
 }
 
@@ -217,6 +227,7 @@ unsafe extern "C" fn merge_srv_conf(
     if conf.on_publish_done.is_null() {
         conf.on_publish_done = prev.on_publish_done;
     }
+    merge(&mut conf.max_bitrate, prev.max_bitrate, u64::MAX, 0);
     merge(
         &mut conf.callback_timeout,
         prev.callback_timeout,
@@ -345,6 +356,8 @@ struct Session {
     buf: Vec<u8>,
     /// Publish callbacks of this session (src/nginx/callback.rs).
     calls: super::callback::Calls,
+    /// `rtmp_live_max_bitrate`.
+    rate: Option<crate::auth::limits::RateCap>,
 }
 
 unsafe fn session_of(c: *mut ngx_connection_t) -> *mut Session {
@@ -383,6 +396,7 @@ unsafe extern "C" fn handler(s: *mut ngx_stream_session_t) {
             conf.callback_timeout,
             c,
         ),
+        rate: super::auth::rate_cap(conf.max_bitrate),
     }));
     (*cln).handler = Some(cleanup);
     (*cln).data = session.cast();
@@ -586,6 +600,10 @@ unsafe extern "C" fn read_handler(rev: *mut ngx_event_t) {
             return finalize(c, NGX_STREAM_OK);
         }
         if n < 0 {
+            return finalize(c, NGX_STREAM_OK);
+        }
+        let (app, key) = (session.conn.app(), session.conn.key());
+        if !super::auth::count_ingest(c, &mut session.rate, n as usize, app, key) {
             return finalize(c, NGX_STREAM_OK);
         }
         let buf = core::mem::take(&mut session.buf);
