@@ -77,6 +77,7 @@ pub(crate) fn conf_ok() -> *mut c_char {
 }
 
 pub(crate) fn mono_ms() -> i64 {
+    // SAFETY: a plain read of nginx's cached time, updated by the event loop of this thread.
     unsafe { nginx_sys::ngx_current_msec as i64 }
 }
 
