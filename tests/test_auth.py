@@ -2,13 +2,19 @@
 ffmpeg versions, a self-signed certificate), playback tokens at the origin (ffmpeg's HLS
 demuxer as the player) and through stock-nginx edges (secure_link)."""
 
+import asyncio
 import base64
-import re
+import collections
 import hashlib
 import hmac
+import re
+import socketserver
 import subprocess
+import threading
 import time
-from pathlib import Path
+import urllib.parse
+import urllib.request
+from http import server as http_server
 
 import pytest
 
@@ -189,7 +195,6 @@ def test_playback_tokens_at_the_origin(custom_vid):
         text = wait_playlist(v, "demo", path=f"{good}/live/demo/index.m3u8").text
         pl = parse_playlist(text)
         # Every URI in the playlist is relative and so inherits the token.
-        import re
         uris = [s["uri"] for s in pl["segments"]] + re.findall(r'URI="([^"]+)"', text)
         assert uris and all("/" not in u for u in uris), uris
         for u in uris[:3] + uris[-3:]:
@@ -246,7 +251,6 @@ from test_player import browser, run_play  # noqa: E402,F401  (fixture)
 
 async def token_viewer(port, base, seconds, stats, got, go):
     """test_cdn's LL-HLS viewer (blocking reload + hinted part) under a tokenized base."""
-    import asyncio
     pl, pt = Conn(port, stats), Conn(port, stats)
     try:
         await go.wait()
@@ -272,9 +276,6 @@ async def token_viewer(port, base, seconds, stats, got, go):
 
 
 def test_tokens_through_edges(vid_factory, edge_factory, browser, monkeypatch):
-    import asyncio
-    import collections
-    import re
     origin = vid_factory(access_log=True)
     monkeypatch.setenv("EDGE_TOKEN_SECRET", TOKEN_SECRET)
     e1 = edge_factory([origin], name="edge1")
@@ -333,7 +334,6 @@ def test_tokens_through_edges(vid_factory, edge_factory, browser, monkeypatch):
               f"{stats['requests']}; origin part requests per edge (distinct parts, requests): {per_edge}")
 
         # hls.js in Chromium plays a tokenized URL through an edge (the player page's ?src=).
-        import urllib.parse
         src = e2.url(f"{token_prefix(key, int(time.time()) + 600, TOKEN_SECRET)}/live/{key}/index.m3u8")
         out, _ = run_play(browser, origin.url("/?src=" + urllib.parse.quote(src, safe="")), "--seconds", "8",
                           timeout=150)
@@ -356,10 +356,6 @@ def test_tokens_through_edges(vid_factory, edge_factory, browser, monkeypatch):
 
 # --- publish callback ------------------------------------------------------------------
 
-import http.server  # noqa: E402
-import socketserver  # noqa: E402
-import threading  # noqa: E402
-import urllib.parse  # noqa: E402
 
 
 class CallbackServer:
@@ -370,7 +366,7 @@ class CallbackServer:
         self.calls = []
         outer = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(http_server.BaseHTTPRequestHandler):
             def do_POST(self):
                 n = int(self.headers.get("Content-Length", "0"))
                 form = dict(urllib.parse.parse_qsl(self.rfile.read(n).decode(), keep_blank_values=True))
@@ -392,7 +388,7 @@ class CallbackServer:
             def log_message(self, *a):
                 pass
 
-        class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+        class Server(socketserver.ThreadingMixIn, http_server.HTTPServer):
             daemon_threads = True
 
         self.httpd = Server(("127.0.0.1", 0), Handler)
@@ -476,7 +472,6 @@ def test_slow_callback_does_not_block_the_worker(vid_factory, callback_server):
                  10, step=0.01, what="the slow callbacks to be pending")
         times = []
         end = time.monotonic() + 1.5  # all three callbacks are still pending (2 s each)
-        import urllib.request
         while time.monotonic() < end:
             t = time.monotonic()
             with urllib.request.urlopen(v.playlist_url("allow_live"), timeout=5) as r:
@@ -574,3 +569,45 @@ def test_held_requests_cap(vid_factory):
     finally:
         p.kill(), p2.kill()
         p.wait(), p2.wait()
+
+
+def test_playback_token_covers_an_abr_group(custom_vid):
+    """A token for an ABR group's base key reaches every URI a player derives from the
+    multivariant playlist: each rendition, its parts and its rendition reports."""
+    def edit(conf):
+        return token_conf(conf).replace(f"hls_live_token_secret {TOKEN_SECRET};\n            hls_live on;",
+                                        f"hls_live_token_secret {TOKEN_SECRET};\n            hls_live_variants _hi _lo;\n"
+                                        "            hls_live on;", 1)
+
+    v = custom_vid(edit=edit)
+    hi = publish(v.rtmp_url("show_hi"), seconds=10, size="640x360")
+    lo = publish(v.rtmp_url("show_lo"), seconds=10, size="320x240")
+    try:
+        exp = int(time.time()) + 300
+        tok = token_prefix("show", exp, TOKEN_SECRET)
+        for k in ("show_hi", "show_lo"):
+            wait_playlist(v, k, path=f"{tok}/live/{k}/index.m3u8")
+        master_url = v.url(f"{tok}/live/show/master.m3u8")
+        master = http(master_url)
+        assert master.status == 200
+        uris = [l for l in master.text.splitlines() if l and not l.startswith("#")]
+        assert uris == ["../show_hi/index.m3u8", "../show_lo/index.m3u8"]
+        for u in uris:
+            media_url = urllib.parse.urljoin(master_url, u)
+            assert media_url.startswith(v.url(tok)), media_url
+            media = http(media_url)
+            assert media.status == 200
+            refs = re.findall(r'URI="([^"]+)"', media.text)
+            refs += [l for l in media.text.splitlines() if l and not l.startswith("#")][-2:]
+            assert any("../show_" in r for r in refs), "a rendition report"
+            for r in refs:
+                assert http(urllib.parse.urljoin(media_url, r)).status == 200, r
+        # A rendition's own token covers that rendition only.
+        own = token_prefix("show_hi", exp, TOKEN_SECRET)
+        assert v.get(f"{own}/live/show_hi/index.m3u8").status == 200
+        assert v.get(f"{own}/live/show_lo/index.m3u8").status == 403
+        assert v.get(f"{token_prefix('shows', exp, TOKEN_SECRET)}/live/show_hi/index.m3u8").status == 403
+    finally:
+        for p in (hi, lo):
+            p.kill()
+            p.wait()

@@ -93,6 +93,7 @@ pub(crate) unsafe fn check_token(
     arr: *const ngx_array_t,
     bind_addr: bool,
     key: &str,
+    group_base: Option<&str>,
 ) -> Option<ngx_int_t> {
     if arr.is_null() || (*arr).nelts == 0 {
         return None;
@@ -106,7 +107,12 @@ pub(crate) unsafe fn check_token(
     let c = (*r).connection;
     let addr_text = String::from_utf8_lossy((*c).addr_text.as_bytes());
     let addr = bind_addr.then_some(addr_text.as_ref());
-    match token::verify(&uri, key, addr, &secrets, unix_s()) {
+    let now = unix_s();
+    let mut res = token::verify(&uri, key, addr, &secrets, now);
+    if let (Err(token::TokenError::BadSignature), Some(base)) = (res, group_base) {
+        res = token::verify(&uri, base, addr, &secrets, now);
+    }
+    match res {
         Ok(()) => None,
         Err(e) => {
             ngx_log_error!(

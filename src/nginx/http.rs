@@ -327,6 +327,18 @@ unsafe fn variant_keys(conf: &LocConf, key: &str) -> Vec<String> {
         .collect()
 }
 
+/// The base key of `key`'s ABR group under `hls_live_variants` (`demo` for `demo_720`),
+/// when `key` ends in a configured suffix.
+unsafe fn variant_base<'a>(conf: &LocConf, key: &'a str) -> Option<&'a str> {
+    let arr = conf.variants.as_ref()?;
+    arr.as_slice::<ngx_str_t>()
+        .iter()
+        .filter_map(|s| core::str::from_utf8(s.as_bytes()).ok())
+        .filter(|s| key.len() > s.len() && key.ends_with(*s))
+        .max_by_key(|s| s.len())
+        .map(|s| &key[..key.len() - s.len()])
+}
+
 /// Where the other renditions of `key`'s group stand.
 pub(super) fn rendition_reports(zone: Zone, siblings: &[String]) -> Vec<RenditionReport> {
     siblings
@@ -417,8 +429,10 @@ unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
         return NGX_HTTP_NOT_FOUND as ngx_int_t;
     };
     // Playback tokens first: a refused request reaches nothing else (no hold, no file).
+    // A token for an ABR group's base key covers every rendition of the group.
+    let base = variant_base(conf, key);
     if let Some(rc) =
-        super::auth::check_token(r, conf.token_secrets, conf.token_bind_addr == 1, key)
+        super::auth::check_token(r, conf.token_secrets, conf.token_bind_addr == 1, key, base)
     {
         return rc;
     }
