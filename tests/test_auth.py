@@ -142,6 +142,16 @@ def test_secret_directive_errors(tmp_path):
         assert r.returncode != 0 and '"rtmp_live_secret" is set more than 2 times' in r.stderr
     finally:
         v.cleanup()
+    for extra, msg in [("rtmp_live_on_publish https://127.0.0.1/x;", '"rtmp_live_on_publish" needs an http:// URL'),
+                       ("rtmp_live_on_publish http://127.0.0.1:1/x; rtmp_live_callback_timeout 0;",
+                        '"rtmp_live_callback_timeout" must be at least 100ms'),
+                       ("rtmp_live_max_bitrate 8x;", 'invalid bit rate "8x" in "rtmp_live_max_bitrate"')]:
+        v = Vid(stream_extra=extra)
+        try:
+            r = v.nginx("-t", check=False)
+            assert r.returncode != 0 and msg in r.stderr, r.stderr
+        finally:
+            v.cleanup()
 
 
 # --- RTMPS -----------------------------------------------------------------------------
@@ -520,7 +530,7 @@ def test_ingest_bitrate_cap(vid_factory):
     # ~2.5 Mbit/s: above the cap; ~250 kbit/s: well below it.
     big = publish(v.rtmp_url("fat"), seconds=15, size="1280x720",
                   extra=["-b:v", "2500k", "-maxrate", "2500k", "-bufsize", "1000k", "-x264-params", "nal-hrd=cbr"])
-    small = publish(v.rtmp_url("thin"), seconds=12, size="320x180", extra=["-b:v", "150k", "-maxrate", "150k",
+    small = publish(v.rtmp_url("thin"), seconds=8, size="320x180", extra=["-b:v", "150k", "-maxrate", "150k",
                                                                            "-bufsize", "150k"])
     try:
         wait_playlist(v, "thin")

@@ -285,6 +285,14 @@ unsafe extern "C" fn merge_srv_conf(
         ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"hls_live_path\" is too long");
         return NGX_CONF_ERROR;
     }
+    if conf.callback_timeout < 100 {
+        ngx_conf_log_error!(
+            NGX_LOG_EMERG,
+            cf,
+            "\"rtmp_live_callback_timeout\" must be at least 100ms"
+        );
+        return NGX_CONF_ERROR;
+    }
     if conf.max_message < 64 * 1024 || conf.max_message > 64 * 1024 * 1024 {
         ngx_conf_log_error!(
             NGX_LOG_EMERG,
