@@ -463,11 +463,45 @@ def test_publish_callback_down_or_too_slow(vid_factory, callback_server):
     assert p.wait(30) != 0
     assert down.get("/live/allow2/index.m3u8").status == 404
     assert 'publish "live/allow2" refused: publish callback: ' in down.log()
+    # Services that answer garbage, or close without answering: refused, worker intact.
+    import socket
+    for reply, why in [(b"SSH-2.0-nope\r\n\r\n", "malformed response"),
+                       (b"", "connection closed before a complete response"),
+                       (b"HTTP/1.1 302 Found\r\nLocation: /live/../..\r\n\r\n", "invalid stream key")]:
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(4)
+
+        def serve(srv=srv, reply=reply):
+            conn, _ = srv.accept()
+            conn.recv(65536)
+            conn.sendall(reply)
+            conn.close()
+
+        threading.Thread(target=serve, daemon=True).start()
+        bad = vid_factory(stream_extra=f"rtmp_live_on_publish http://127.0.0.1:{srv.getsockname()[1]}/publish;")
+        p = publish(bad.rtmp_url("allow3"), seconds=4)
+        assert p.wait(30) != 0
+        assert 'publish "live/allow3" refused: publish callback' in bad.log() and why in bad.log(), bad.log()[-800:]
+        srv.close()
     slow = vid_factory(stream_extra=cb_conf(callback_server, timeout="1s"))
     p = publish(slow.rtmp_url("slow2"), seconds=4)
     assert p.wait(30) != 0
     assert 'publish "live/slow2" refused: publish callback: timed out' in slow.log()
     assert not (slow.prefix / "media" / "slow2").exists()
+
+
+def test_reload_while_a_callback_is_pending(vid_factory, callback_server):
+    """nginx -s reload while a publish waits for its (2 s) callback: the old worker
+    finishes the call and the publish goes on; nothing crashes."""
+    v = vid_factory(workers=1, stream_extra=cb_conf(callback_server))
+    p = publish(v.rtmp_url("slow_reload"), seconds=6)
+    wait_for(lambda: any(f.get("name") == "slow_reload" for _, f, _ in callback_server.calls), 10, step=0.02,
+             what="the callback to be pending")
+    v.reload()
+    wait_playlist(v, "slow_reload")
+    assert p.wait(30) == 0, p.stderr.read()
+    assert 'publish "live/slow_reload" started' in v.log()
 
 
 def test_slow_callback_does_not_block_the_worker(vid_factory, callback_server):

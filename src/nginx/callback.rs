@@ -178,9 +178,8 @@ unsafe fn start(
     (*(*c).write).log = (*c).log;
     (*(*c).read).handler = Some(read_handler);
     (*(*c).write).handler = Some(write_handler);
-    // Cancelable: a worker shutting down does not wait for a callback.
-    (*(*c).read).set_cancelable(1);
-    (*(*c).write).set_cancelable(1);
+    // Not cancelable: a worker shutting down (reload) finishes its calls first (each
+    // within the timeout), so a publish_done sent at the end is delivered.
     nginx_sys::ngx_add_timer((*c).read, timeout);
     if rc == NGX_OK as ngx_int_t {
         write_handler((*c).write);
@@ -241,6 +240,10 @@ unsafe extern "C" fn read_handler(rev: *mut ngx_event_t) {
     let call = (*c).data as *mut Call;
     if (*rev).timedout() != 0 {
         return finish(call, Err("timed out".into()));
+    }
+    if (*c).close() != 0 {
+        // worker_shutdown_timeout: nginx closes what is left.
+        return finish(call, Err("worker shutting down".into()));
     }
     let Some(recv) = (*c).recv else {
         return finish(call, Err("no recv".into()));
