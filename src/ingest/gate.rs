@@ -4,6 +4,7 @@
 use super::{Connection, IngestError, LogLevel, SharedIndex};
 use crate::auth::callback::Decision;
 use crate::auth::gate::Hold;
+use crate::store::names;
 
 /// A held publish the glue must ask the callback about.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -14,9 +15,38 @@ pub struct CallbackAsk {
 }
 
 impl Connection {
+    /// A publish command: the signed-key check, then the callback's gate, then publish.
+    pub(super) fn on_publish(
+        &mut self,
+        stream_id: u32,
+        name: String,
+        query: Option<String>,
+        now_ms: i64,
+        shared: &mut dyn SharedIndex,
+    ) -> Result<(), IngestError> {
+        // An invalid name is refused by `publish` with its own message.
+        if names::valid_key(&name) {
+            let signed = self
+                .cfg
+                .publish_secrets
+                .check(&name, query.as_deref(), self.unix_s);
+            if let Err(e) = signed {
+                let app = self.app.clone().unwrap_or_default();
+                let why = format!("publish \"{app}/{name}\" refused: {e}");
+                self.rtmp
+                    .reject_publish(stream_id, "NetStream.Publish.BadName", &why);
+                return Err(IngestError::Refused(why));
+            }
+        }
+        if self.hold_publish(stream_id, &name, query.as_deref())? {
+            return Ok(()); // answered by resolve_publish
+        }
+        self.publish(stream_id, name, now_ms, shared)
+    }
+
     /// True: the publish waits for the callback. A second publish while one waits is
     /// refused.
-    pub(super) fn hold_publish(
+    fn hold_publish(
         &mut self,
         stream_id: u32,
         name: &str,

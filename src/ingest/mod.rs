@@ -210,27 +210,7 @@ impl Connection {
                 name,
                 query,
                 ..
-            } => {
-                // An invalid name is refused by `publish` with its own message.
-                let signed = match names::valid_key(&name) {
-                    true => self
-                        .cfg
-                        .publish_secrets
-                        .check(&name, query.as_deref(), self.unix_s),
-                    false => Ok(()),
-                };
-                if let Err(e) = signed {
-                    let app = self.app.clone().unwrap_or_default();
-                    let why = format!("publish \"{app}/{name}\" refused: {e}");
-                    self.rtmp
-                        .reject_publish(stream_id, "NetStream.Publish.BadName", &why);
-                    return Err(IngestError::Refused(why));
-                }
-                if self.hold_publish(stream_id, &name, query.as_deref())? {
-                    return Ok(()); // answered when the callback is (gate.rs)
-                }
-                self.publish(stream_id, name, now_ms, shared)
-            }
+            } => self.on_publish(stream_id, name, query, now_ms, shared),
             Event::Metadata { stream_id, values } => {
                 if let Some(p) = self
                     .publishing
