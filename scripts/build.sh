@@ -12,8 +12,10 @@ dir=target/$profile
 nginx=$(ls -t "$dir"/build/nginx-sys-*/out/objs/nginx 2>/dev/null | head -1)
 [ -x "$nginx" ] || { echo "build: nginx binary not found under $dir/build" >&2; exit 1; }
 mkdir -p build/sbin build/modules
-cp -f "$nginx" build/sbin/nginx
-cp -f "$dir/libvid.so" build/modules/libvid.so
+# Copy, then rename into place: a running nginx keeps its mapping of the old files, and
+# a reload picks up a complete new module (writing over a loaded .so crashes workers).
+cp -f "$nginx" build/sbin/nginx.new && mv -f build/sbin/nginx.new build/sbin/nginx
+cp -f "$dir/libvid.so" build/modules/libvid.so.new && mv -f build/modules/libvid.so.new build/modules/libvid.so
 echo "build: $(build/sbin/nginx -v 2>&1) + build/modules/libvid.so"
 
 # The player page: static files, plus hls.js pinned by nginx-conf/www/package-lock.json.

@@ -14,7 +14,7 @@ command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
 command -v npm >/dev/null 2>&1 || pkgs+=(npm)
 case "$what" in
   build) ;;
-  test) pkgs+=(ffmpeg python3-pip curl procps chromium faketime g++) ;;  # g++: libFuzzer (fuzz smoke run); faketime: clock-step tests
+  test) pkgs+=(ffmpeg python3-pip curl procps chromium faketime g++ openssl) ;;  # g++: libFuzzer (fuzz smoke run); faketime: clock-step tests; openssl: RTMPS certificates
   bench) pkgs+=(ffmpeg python3-pip curl procps nginx libnginx-mod-rtmp wrk) ;;
   *) echo "usage: $0 build|test|bench" >&2; exit 2 ;;
 esac

@@ -6,13 +6,16 @@
 # log and certificate paths (a self-signed certificate, scripts/cdn_cert.sh, when
 # PREFIX/conf/edge.crt is missing). ORIGIN is HOST:PORT of a vid origin's HTTP listener.
 # Environment: EDGE_TD (origin target duration in seconds, default 2), EDGE_NAME
-# (sent to origins as X-Vid-Edge, default edge), EDGE_WORKERS (default auto).
+# (sent to origins as X-Vid-Edge, default edge), EDGE_WORKERS (default auto),
+# EDGE_TOKEN_SECRET (playback tokens required when set; default off).
 # Run it: build/sbin/nginx -p PREFIX -c conf/nginx.conf
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 [ $# -ge 4 ] || { echo "usage: $0 PREFIX HTTP_PORT HTTPS_PORT ORIGIN..." >&2; exit 2; }
 prefix=$(mkdir -p "$1" && cd "$1" && pwd); http=$2; https=$3; shift 3
 td=${EDGE_TD:-2}; name=${EDGE_NAME:-edge}; workers=${EDGE_WORKERS:-auto}
+token=${EDGE_TOKEN_SECRET:-}
+[[ $token =~ ^[A-Za-z0-9_.-]*$ ]] || { echo "render-edge: EDGE_TOKEN_SECRET: use [A-Za-z0-9_.-]" >&2; exit 2; }
 mkdir -p "$prefix"/{conf,logs,cache}
 [ -f "$prefix/conf/edge.crt" ] || "$root/scripts/cdn_cert.sh" "$prefix/conf" >/dev/null
 
@@ -28,6 +31,7 @@ sed -e "s#listen 80;#listen 127.0.0.1:$http;#" \
     -e "s#worker_processes auto;#worker_processes $workers;#" \
     -e "s#proxy_set_header X-Vid-Edge edge;#proxy_set_header X-Vid-Edge $name;#" \
     -e "s#proxy_next_upstream_tries 2;#proxy_next_upstream_tries $#;#" \
+    -e "s#default \"\"; *\# token secret#default \"$token\";#" \
     "$root/nginx-conf/edge.conf" |
 awk -v td="$td" '
   match($0, /# *([0-9]+ TD|TD \/ 2)( \+ [0-9]+s)?/) {

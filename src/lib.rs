@@ -11,6 +11,7 @@
 //! Everything above is plain Rust with no nginx and no `unsafe`; `nginx` is
 //! the only place with FFI.
 
+pub mod auth;
 pub mod codec;
 pub mod flv;
 #[doc(hidden)]

@@ -191,6 +191,8 @@ pub fn ingest_into(data: &[u8], index: &mut MemoryIndex) -> (Vec<(LogLevel, Stri
         owner: 1,
         ts: mode & 2 != 0,
         lifecycle: Default::default(),
+        publish_secrets: Default::default(),
+        publish_callback: false,
     });
     let mut now = 1_700_000_000_000i64;
     let prefix = publish_prefix();

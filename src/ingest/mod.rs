@@ -19,6 +19,9 @@ use crate::store::files::StreamDir;
 use crate::store::names;
 use crate::store::{ClaimError, Lifecycle, Now, StreamIndex, StreamSettings, Table};
 
+mod gate;
+pub use gate::CallbackAsk;
+
 /// Access to the shared table of stream indexes; the implementation holds the lock for
 /// the duration of `f`. Returns false if the table is unavailable.
 pub trait SharedIndex {
@@ -40,6 +43,10 @@ pub struct IngestConfig {
     pub ts: bool,
     /// Grace period after a lost connection and takeover policy.
     pub lifecycle: Lifecycle,
+    /// `rtmp_live_secret`: publish keys must be signed with one of these (none: unsigned).
+    pub publish_secrets: crate::auth::publish::Secrets,
+    /// `rtmp_live_on_publish`: a publish waits for the callback ([`gate`]).
+    pub publish_callback: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,10 +112,15 @@ pub struct Connection {
     events: Vec<Event>,
     outputs: Vec<Output>,
     log: Vec<(LogLevel, String)>,
+    /// Wall-clock Unix seconds, for the expiry of signed keys ([`Connection::set_unix_time`]).
+    unix_s: u64,
+    /// A publish waiting for the publish callback.
+    gate: crate::auth::gate::Gate,
 }
 
 impl Connection {
     pub fn new(cfg: IngestConfig) -> Self {
+        let callback = cfg.publish_callback;
         let rtmp = Session::new(SessionConfig {
             max_message_size: cfg.max_message_size,
             ..SessionConfig::default()
@@ -121,7 +133,14 @@ impl Connection {
             events: Vec::new(),
             outputs: Vec::new(),
             log: Vec::new(),
+            unix_s: 0,
+            gate: crate::auth::gate::Gate::new(callback),
         }
+    }
+
+    /// The wall-clock time (Unix seconds) against which signed keys expire.
+    pub fn set_unix_time(&mut self, unix_s: u64) {
+        self.unix_s = unix_s;
     }
 
     /// Bytes waiting to be sent to the publisher.
@@ -228,8 +247,11 @@ impl Connection {
                 Ok(())
             }
             Event::Publish {
-                stream_id, name, ..
-            } => self.publish(stream_id, name, now, shared),
+                stream_id,
+                name,
+                query,
+                ..
+            } => self.on_publish(stream_id, name, query, now, shared),
             Event::Metadata { stream_id, values } => {
                 if let Some(p) = self
                     .publishing

@@ -50,6 +50,8 @@ fn config(root: &PathBuf, owner: u32, grace_ms: u32, takeover: Takeover) -> Inge
         owner,
         ts: false,
         lifecycle: Lifecycle { grace_ms, takeover },
+        publish_secrets: Default::default(),
+        publish_callback: false,
     }
 }
 

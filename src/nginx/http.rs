@@ -54,6 +54,12 @@ pub struct LocConf {
     zone: *mut ngx_shm_zone_t,
     /// `hls_live_variants`: key suffixes of an ABR group (ngx_str_t elements), or null.
     variants: *mut ngx_array_t,
+    /// `hls_live_token_secret`: ngx_str_t secrets of playback tokens, or null (off).
+    token_secrets: *mut ngx_array_t,
+    /// `hls_live_token_bind_addr`: tokens are bound to the client address.
+    token_bind_addr: ngx_flag_t,
+    /// `hls_live_max_held`: held requests per worker before 503.
+    max_held: ngx_uint_t,
 }
 
 const FORMAT_FMP4: ngx_uint_t = 0;
@@ -78,7 +84,28 @@ static mut FORMATS: [ngx_conf_enum_t; 3] = [
     },
 ];
 
-static mut COMMANDS: [ngx_command_t; 7] = [
+static mut COMMANDS: [ngx_command_t; 10] = [
+    command(
+        ngx::ngx_string!("hls_live_max_held"),
+        NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
+        nginx_sys::ngx_conf_set_num_slot,
+        NGX_HTTP_LOC_CONF_OFFSET,
+        core::mem::offset_of!(LocConf, max_held),
+    ),
+    command(
+        ngx::ngx_string!("hls_live_token_secret"),
+        NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
+        super::auth::set_secret,
+        NGX_HTTP_LOC_CONF_OFFSET,
+        core::mem::offset_of!(LocConf, token_secrets),
+    ),
+    command(
+        ngx::ngx_string!("hls_live_token_bind_addr"),
+        NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_FLAG,
+        ngx_conf_set_flag_slot,
+        NGX_HTTP_LOC_CONF_OFFSET,
+        core::mem::offset_of!(LocConf, token_bind_addr),
+    ),
     command(
         ngx::ngx_string!("hls_live_variants"),
         NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_1MORE,
@@ -155,6 +182,8 @@ unsafe extern "C" fn create_loc_conf(cf: *mut ngx_conf_t) -> *mut c_void {
     (*conf).enable = NGX_CONF_UNSET as ngx_flag_t;
     (*conf).low_latency = NGX_CONF_UNSET as ngx_flag_t;
     (*conf).format = NGX_CONF_UNSET_UINT;
+    (*conf).token_bind_addr = NGX_CONF_UNSET as ngx_flag_t;
+    (*conf).max_held = NGX_CONF_UNSET_UINT;
     conf.cast()
 }
 
@@ -188,6 +217,23 @@ unsafe extern "C" fn merge_loc_conf(
     }
     if conf.variants.is_null() {
         conf.variants = prev.variants;
+    }
+    if conf.token_secrets.is_null() {
+        conf.token_secrets = prev.token_secrets;
+    }
+    if conf.max_held == NGX_CONF_UNSET_UINT {
+        conf.max_held = if prev.max_held == NGX_CONF_UNSET_UINT {
+            10_000
+        } else {
+            prev.max_held
+        };
+    }
+    if conf.token_bind_addr == NGX_CONF_UNSET as ngx_flag_t {
+        conf.token_bind_addr = if prev.token_bind_addr == NGX_CONF_UNSET as ngx_flag_t {
+            0
+        } else {
+            prev.token_bind_addr
+        };
     }
     if conf.zone_name.data.is_null() {
         conf.zone_name = if prev.zone_name.data.is_null() {
@@ -284,6 +330,18 @@ unsafe fn variant_keys(conf: &LocConf, key: &str) -> Vec<String> {
         .collect()
 }
 
+/// The base key of `key`'s ABR group under `hls_live_variants` (`demo` for `demo_720`),
+/// when `key` ends in a configured suffix.
+unsafe fn variant_base<'a>(conf: &LocConf, key: &'a str) -> Option<&'a str> {
+    let arr = conf.variants.as_ref()?;
+    arr.as_slice::<ngx_str_t>()
+        .iter()
+        .filter_map(|s| core::str::from_utf8(s.as_bytes()).ok())
+        .filter(|s| key.len() > s.len() && key.ends_with(*s))
+        .max_by_key(|s| s.len())
+        .map(|s| &key[..key.len() - s.len()])
+}
+
 /// Where the other renditions of `key`'s group stand.
 pub(super) fn rendition_reports(zone: Zone, siblings: &[String]) -> Vec<RenditionReport> {
     siblings
@@ -374,6 +432,14 @@ unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
     let Some((key, file)) = names::split_uri(uri) else {
         return NGX_HTTP_NOT_FOUND as ngx_int_t;
     };
+    // Playback tokens first: a refused request reaches nothing else (no hold, no file).
+    // A token for an ABR group's base key covers every rendition of the group.
+    let base = variant_base(conf, key);
+    if let Some(rc) =
+        super::auth::check_token(r, conf.token_secrets, conf.token_bind_addr == 1, key, base)
+    {
+        return rc;
+    }
     let Some(media) = MediaFile::parse(file) else {
         return NGX_HTTP_NOT_FOUND as ngx_int_t;
     };
@@ -681,6 +747,12 @@ unsafe fn send_at_once(r: *mut ngx_http_request_t) {
         // a failure only means the old behaviour.
         let _ = ngx_tcp_nodelay(c);
     }
+}
+
+/// `hls_live_max_held` of the location serving `r`.
+pub(super) unsafe fn max_held(r: *mut ngx_http_request_t) -> usize {
+    let conf = &*(*(*r).loc_conf.add(ngx_http_vid_module.ctx_index) as *const LocConf);
+    conf.max_held
 }
 
 /// An error status whose response may be cached for `max_age` seconds.

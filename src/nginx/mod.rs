@@ -7,6 +7,8 @@
 //! - `conf_check`: a configuration check that names a zone used but never defined.
 #![allow(clippy::missing_safety_doc)]
 
+mod auth;
+mod callback;
 mod conf_check;
 mod http;
 mod stream;

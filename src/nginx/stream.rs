@@ -49,9 +49,17 @@ pub struct SrvConf {
     takeover: ngx_flag_t,
     /// `rtmp_live_handshake_timeout`: from accept to an accepted publish, at most.
     handshake_timeout: ngx_msec_t,
+    /// `rtmp_live_secret`: ngx_str_t secrets publish keys are signed with, or null.
+    secrets: *mut nginx_sys::ngx_array_t,
+    /// `rtmp_live_on_publish`, `rtmp_live_on_publish_done`: parsed URLs, or null.
+    on_publish: *mut nginx_sys::ngx_url_t,
+    on_publish_done: *mut nginx_sys::ngx_url_t,
+    callback_timeout: ngx_msec_t,
+    /// `rtmp_live_max_bitrate`: bits per second, 0 = no cap, u64::MAX = unset.
+    max_bitrate: u64,
 }
 
-static mut COMMANDS: [ngx_command_t; 13] = [
+static mut COMMANDS: [ngx_command_t; 18] = [
     command(
         ngx::ngx_string!("hls_live_zone"),
         NGX_STREAM_MAIN_CONF | NGX_CONF_TAKE2,
@@ -136,6 +144,41 @@ static mut COMMANDS: [ngx_command_t; 13] = [
         NGX_STREAM_SRV_CONF_OFFSET,
         core::mem::offset_of!(SrvConf, handshake_timeout),
     ),
+    command(
+        ngx::ngx_string!("rtmp_live_secret"),
+        NGX_STREAM_MAIN_CONF | NGX_STREAM_SRV_CONF | NGX_CONF_TAKE1,
+        super::auth::set_secret,
+        NGX_STREAM_SRV_CONF_OFFSET,
+        core::mem::offset_of!(SrvConf, secrets),
+    ),
+    command(
+        ngx::ngx_string!("rtmp_live_on_publish"),
+        NGX_STREAM_MAIN_CONF | NGX_STREAM_SRV_CONF | NGX_CONF_TAKE1,
+        super::callback::set_url,
+        NGX_STREAM_SRV_CONF_OFFSET,
+        core::mem::offset_of!(SrvConf, on_publish),
+    ),
+    command(
+        ngx::ngx_string!("rtmp_live_on_publish_done"),
+        NGX_STREAM_MAIN_CONF | NGX_STREAM_SRV_CONF | NGX_CONF_TAKE1,
+        super::callback::set_url,
+        NGX_STREAM_SRV_CONF_OFFSET,
+        core::mem::offset_of!(SrvConf, on_publish_done),
+    ),
+    command(
+        ngx::ngx_string!("rtmp_live_callback_timeout"),
+        NGX_STREAM_MAIN_CONF | NGX_STREAM_SRV_CONF | NGX_CONF_TAKE1,
+        ngx_conf_set_msec_slot,
+        NGX_STREAM_SRV_CONF_OFFSET,
+        core::mem::offset_of!(SrvConf, callback_timeout),
+    ),
+    command(
+        ngx::ngx_string!("rtmp_live_max_bitrate"),
+        NGX_STREAM_MAIN_CONF | NGX_STREAM_SRV_CONF | NGX_CONF_TAKE1,
+        super::auth::set_bitrate,
+        NGX_STREAM_SRV_CONF_OFFSET,
+        core::mem::offset_of!(SrvConf, max_bitrate),
+    ),
     ngx_command_t::empty(),
 ];
 
@@ -198,6 +241,8 @@ unsafe extern "C" fn create_srv_conf(cf: *mut ngx_conf_t) -> *mut c_void {
     (*conf).grace = NGX_CONF_UNSET_MSEC;
     (*conf).takeover = NGX_CONF_UNSET as ngx_flag_t;
     (*conf).handshake_timeout = NGX_CONF_UNSET_MSEC;
+    (*conf).callback_timeout = NGX_CONF_UNSET_MSEC;
+    (*conf).max_bitrate = u64::MAX;
     conf.cast()
 }
 
@@ -211,6 +256,22 @@ unsafe extern "C" fn merge_srv_conf(
     if conf.zone.is_null() {
         conf.zone = prev.zone;
     }
+    if conf.secrets.is_null() {
+        conf.secrets = prev.secrets;
+    }
+    if conf.on_publish.is_null() {
+        conf.on_publish = prev.on_publish;
+    }
+    if conf.on_publish_done.is_null() {
+        conf.on_publish_done = prev.on_publish_done;
+    }
+    merge(&mut conf.max_bitrate, prev.max_bitrate, u64::MAX, 0);
+    merge(
+        &mut conf.callback_timeout,
+        prev.callback_timeout,
+        NGX_CONF_UNSET_MSEC,
+        5000,
+    );
     if conf.path.data.is_null() {
         conf.path = if prev.path.data.is_null() {
             ngx::ngx_string!("/var/lib/vid")
@@ -288,6 +349,14 @@ unsafe extern "C" fn merge_srv_conf(
         ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"hls_live_path\" is too long");
         return NGX_CONF_ERROR;
     }
+    if conf.callback_timeout < 100 {
+        ngx_conf_log_error!(
+            NGX_LOG_EMERG,
+            cf,
+            "\"rtmp_live_callback_timeout\" must be at least 100ms"
+        );
+        return NGX_CONF_ERROR;
+    }
     if conf.max_message < 64 * 1024 || conf.max_message > 64 * 1024 * 1024 {
         ngx_conf_log_error!(
             NGX_LOG_EMERG,
@@ -362,6 +431,10 @@ struct Session {
     last_read_ms: i64,
     /// Small until the publish is accepted: an unauthenticated socket costs little.
     buf: Vec<u8>,
+    /// Publish callbacks of this session (src/nginx/callback.rs).
+    calls: super::callback::Calls,
+    /// `rtmp_live_max_bitrate`.
+    rate: Option<crate::auth::limits::RateCap>,
 }
 
 /// Read buffer before and after the publish is accepted.
@@ -395,6 +468,8 @@ unsafe extern "C" fn handler(s: *mut ngx_stream_session_t) {
                 Takeover::Refuse
             },
         },
+        publish_secrets: crate::auth::publish::Secrets(super::auth::secrets(conf.secrets)),
+        publish_callback: !conf.on_publish.is_null(),
     };
     let cln = ngx_pool_cleanup_add((*c).pool, 0);
     if cln.is_null() {
@@ -409,6 +484,13 @@ unsafe extern "C" fn handler(s: *mut ngx_stream_session_t) {
         accepted_ms: mono_ms(),
         last_read_ms: mono_ms(),
         buf: vec![0u8; PRE_PUBLISH_BUF],
+        calls: super::callback::Calls::new(
+            conf.on_publish,
+            conf.on_publish_done,
+            conf.callback_timeout,
+            c,
+        ),
+        rate: super::auth::rate_cap(conf.max_bitrate),
     }));
     (*cln).handler = Some(cleanup);
     (*cln).data = session.cast();
@@ -436,7 +518,8 @@ unsafe extern "C" fn handler(s: *mut ngx_stream_session_t) {
 /// publish), the idle timeout, and whether the key was taken over. False: finalized.
 unsafe fn tick(c: *mut ngx_connection_t, session: &mut Session) -> bool {
     let now = mono_ms();
-    let publishing = session.conn.key().is_some();
+    // A publish waiting for `rtmp_live_on_publish` is bounded by the callback's timeout.
+    let publishing = session.conn.key().is_some() || session.conn.publish_pending();
     let close = |c: *mut ngx_connection_t| {
         (*c).set_timedout(1);
         finalize(c, NGX_STREAM_OK);
@@ -473,6 +556,9 @@ unsafe fn tick(c: *mut ngx_connection_t, session: &mut Session) -> bool {
 unsafe extern "C" fn cleanup(data: *mut c_void) {
     let session = Box::from_raw(data as *mut Session);
     let mut session = session;
+    let app = session.conn.app().to_owned();
+    let key = session.conn.key().map(str::to_owned);
+    super::callback::on_close(&mut session.calls, &app, key.as_deref());
     let _ = catch_unwind(AssertUnwindSafe(|| {
         let mut zone = session.zone;
         session.conn.close_at(now(), &mut zone);
@@ -503,6 +589,7 @@ unsafe fn finalize(c: *mut ngx_connection_t, rc: u32) {
 /// Feed bytes to the session; false if the connection was finalized.
 unsafe fn feed(c: *mut ngx_connection_t, session: &mut Session, data: &[u8]) -> bool {
     let mut zone = session.zone;
+    session.conn.set_unix_time(super::auth::unix_s());
     let res = catch_unwind(AssertUnwindSafe(|| {
         session.conn.feed_at(data, now(), &mut zone)
     }));
@@ -526,6 +613,60 @@ unsafe fn feed(c: *mut ngx_connection_t, session: &mut Session, data: &[u8]) -> 
             finalize(c, NGX_STREAM_INTERNAL_SERVER_ERROR);
             return false;
         }
+    }
+    if let Err(d) = super::callback::after_feed(&mut session.calls, &mut session.conn, c) {
+        return answer(c, session, d);
+    }
+    if !flush(c, session) {
+        finalize(c, NGX_STREAM_OK);
+        return false;
+    }
+    true
+}
+
+/// The publish callback answered for the session of `c` (see src/nginx/callback.rs).
+pub(super) unsafe fn callback_answered(
+    c: *mut ngx_connection_t,
+    d: crate::auth::callback::Decision,
+) {
+    let session = &mut *session_of(c);
+    super::callback::answered(&mut session.calls);
+    answer(c, session, d);
+}
+
+/// Hands the callback's decision to the session; false if the connection was finalized.
+unsafe fn answer(
+    c: *mut ngx_connection_t,
+    session: &mut Session,
+    d: crate::auth::callback::Decision,
+) -> bool {
+    let mut zone = session.zone;
+    let res = catch_unwind(AssertUnwindSafe(|| {
+        session.conn.resolve_publish(d, super::now(), &mut zone)
+    }));
+    for (level, msg) in session.conn.take_log() {
+        log_line((*c).log, level, &msg);
+    }
+    match res {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            ngx_log_error!(NGX_LOG_ERR, (*c).log, "rtmp: closing connection: {}", e);
+            flush(c, session);
+            finalize(c, NGX_STREAM_OK);
+            return false;
+        }
+        Err(_) => {
+            ngx_log_error!(
+                NGX_LOG_ERR,
+                (*c).log,
+                "rtmp: internal error, closing connection"
+            );
+            finalize(c, NGX_STREAM_INTERNAL_SERVER_ERROR);
+            return false;
+        }
+    }
+    if let Err(d) = super::callback::after_feed(&mut session.calls, &mut session.conn, c) {
+        return answer(c, session, d);
     }
     if !flush(c, session) {
         finalize(c, NGX_STREAM_OK);
@@ -606,6 +747,10 @@ unsafe extern "C" fn read_handler(rev: *mut ngx_event_t) {
             return finalize(c, NGX_STREAM_OK);
         }
         session.last_read_ms = mono_ms();
+        let (app, key) = (session.conn.app(), session.conn.key());
+        if !super::auth::count_ingest(c, &mut session.rate, n as usize, app, key) {
+            return finalize(c, NGX_STREAM_OK);
+        }
         let mut buf = core::mem::take(&mut session.buf);
         let alive = feed(c, session, &buf[..n as usize]);
         if !alive {

@@ -74,6 +74,19 @@ pub unsafe fn hold(
     deadline_ms: i64,
     generation: u64,
 ) -> ngx_int_t {
+    // hls_live_max_held: held requests cost memory; past the cap, 503 at once.
+    let max = http::max_held(r);
+    let held = REGISTRY.with(|reg| reg.borrow().waiters.len());
+    if held >= max {
+        ngx::ngx_log_error!(
+            nginx_sys::NGX_LOG_WARN,
+            (*(*r).connection).log,
+            "hls_live: {} requests already held in this worker (hls_live_max_held), 503 for \"{}\"",
+            held,
+            key
+        );
+        return http::error(r, NGX_HTTP_SERVICE_UNAVAILABLE, 1);
+    }
     let cln = ngx_http_cleanup_add(r, 0);
     if cln.is_null() {
         return nginx_sys::NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
