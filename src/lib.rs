@@ -11,12 +11,14 @@
 //! Everything above is plain Rust with no nginx and no `unsafe`; `nginx` is
 //! the only place with FFI.
 
+pub mod catalog;
 pub mod codec;
 pub mod flv;
 pub mod ingest;
 pub mod media;
 pub mod mux;
 pub mod playlist;
+pub mod record;
 pub mod rtmp;
 pub mod segmenter;
 pub mod store;
