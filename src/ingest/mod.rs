@@ -13,6 +13,8 @@ use bytes::Bytes;
 use crate::flv::{self, AudioTag, VideoTag};
 use crate::media::{AudioConfig, Frame, TrackKind, VideoConfig};
 use crate::mux::fmp4;
+use crate::record::session::{media_of, wall_ms, SessionLog};
+use crate::record::{RecordConfig, Summary};
 use crate::rtmp::{self, amf0, Event, Session, SessionConfig};
 use crate::segmenter::{Muxer, Output, Segmenter, SegmenterConfig};
 use crate::store::files::StreamDir;
@@ -38,6 +40,8 @@ pub struct IngestConfig {
     pub owner: u32,
     /// Also write MPEG-TS segments (H.264/AAC streams only).
     pub ts: bool,
+    /// Record every publish session (`hls_live_record`).
+    pub record: Option<RecordConfig>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,6 +92,8 @@ struct Publishing {
     segmenter: Segmenter<Fmp4>,
     dir: StreamDir,
     next_sweep_ms: i64,
+    /// The session's catalog rows and recording.
+    session: SessionLog,
 }
 
 /// How often a publisher deletes its own files that left the playlist.
@@ -101,6 +107,7 @@ pub struct Connection {
     events: Vec<Event>,
     outputs: Vec<Output>,
     log: Vec<(LogLevel, String)>,
+    sessions: Vec<Summary>,
 }
 
 impl Connection {
@@ -117,7 +124,13 @@ impl Connection {
             events: Vec::new(),
             outputs: Vec::new(),
             log: Vec::new(),
+            sessions: Vec::new(),
         }
+    }
+
+    /// Catalog rows (publish sessions, recordings) produced since the last call.
+    pub fn take_sessions(&mut self) -> Vec<Summary> {
+        std::mem::take(&mut self.sessions)
     }
 
     /// Bytes waiting to be sent to the publisher.
@@ -314,6 +327,12 @@ impl Connection {
                 }
             ),
         );
+        let (mut session, rec_err) =
+            SessionLog::start(self.cfg.record.as_ref(), &name, false, wall_ms());
+        if let Some(e) = rec_err {
+            self.say(LogLevel::Error, e);
+        }
+        self.sessions.extend(session.take_updates());
         self.publishing = Some(Publishing {
             stream_id,
             key: name,
@@ -322,6 +341,7 @@ impl Connection {
             segmenter,
             dir: store,
             next_sweep_ms: now_ms + SWEEP_INTERVAL_MS,
+            session,
         });
         Ok(())
     }
@@ -387,7 +407,11 @@ impl Connection {
         };
         p.segmenter.finish(&mut self.outputs);
         let stored = self.store(now_ms, shared);
-        let p = self.publishing.take().expect("publishing");
+        let mut p = self.publishing.take().expect("publishing");
+        if let Err(e) = p.session.finish(wall_ms()) {
+            self.say(LogLevel::Error, e);
+        }
+        self.sessions.extend(p.session.take_updates());
         let key = p.key;
         end_stream(shared, p.slot, p.publish_id, now_ms);
         let app = self.app.clone().unwrap_or_default();
@@ -412,6 +436,9 @@ impl Connection {
                 break;
             }
             written += 1;
+            if let Err(e) = p.session.output(p.dir.path(), out) {
+                self.log.push((LogLevel::Error, e));
+            }
         }
         let outputs = &self.outputs[..written];
         let key = &p.key;
@@ -419,6 +446,9 @@ impl Connection {
         let sweep = now_ms >= p.next_sweep_ms;
         let mut snapshot: Option<Box<StreamIndex>> = None;
         let mut lost = false;
+        let want_media =
+            p.session.needs_media() && outputs.iter().any(|o| matches!(o, Output::Segment { .. }));
+        let mut media = None;
         // All outputs of one read go in under one lock: a reader never sees a segment's
         // last part without the segment.
         shared.with_table(&mut |t| {
@@ -433,9 +463,16 @@ impl Connection {
                 if sweep {
                     snapshot = Some(Box::new(*i));
                 }
+                if want_media {
+                    media = Some(media_of(i));
+                }
             }
         });
         self.outputs.clear();
+        if let Some(m) = media {
+            p.session.set_media(m);
+        }
+        self.sessions.extend(p.session.take_updates());
         if lost {
             return Err(IngestError::Refused(format!(
                 "stream \"{key}\" was taken over by another publisher"

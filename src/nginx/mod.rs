@@ -6,6 +6,7 @@
 //! - `sweeper`: a per-worker timer that retires ended streams and their files.
 #![allow(clippy::missing_safety_doc)]
 
+mod catalog;
 mod http;
 mod stream;
 mod sweeper;

@@ -42,9 +42,11 @@ pub struct SrvConf {
     max_message: usize,
     /// `hls_live_ts`: also write MPEG-TS segments (H.264/AAC streams).
     ts: ngx_flag_t,
+    /// `hls_live_record*`: recordings (see `super::catalog::RecordConf`).
+    record: super::catalog::RecordConf,
 }
 
-static mut COMMANDS: [ngx_command_t; 10] = [
+static mut COMMANDS: [ngx_command_t; 16] = [
     command(
         ngx::ngx_string!("hls_live_zone"),
         NGX_STREAM_MAIN_CONF | NGX_CONF_TAKE2,
@@ -108,13 +110,60 @@ static mut COMMANDS: [ngx_command_t; 10] = [
         NGX_STREAM_SRV_CONF_OFFSET,
         core::mem::offset_of!(SrvConf, ts),
     ),
+    command(
+        ngx::ngx_string!("hls_live_catalog"),
+        NGX_STREAM_MAIN_CONF | NGX_CONF_TAKE1,
+        super::catalog::set_catalog,
+        nginx_sys::NGX_STREAM_MAIN_CONF_OFFSET,
+        0,
+    ),
+    command(
+        ngx::ngx_string!("hls_live_record"),
+        NGX_STREAM_MAIN_CONF | NGX_STREAM_SRV_CONF | NGX_CONF_FLAG,
+        ngx_conf_set_flag_slot,
+        NGX_STREAM_SRV_CONF_OFFSET,
+        core::mem::offset_of!(SrvConf, record)
+            + core::mem::offset_of!(super::catalog::RecordConf, on),
+    ),
+    command(
+        ngx::ngx_string!("hls_live_record_path"),
+        NGX_STREAM_MAIN_CONF | NGX_STREAM_SRV_CONF | NGX_CONF_TAKE1,
+        ngx_conf_set_str_slot,
+        NGX_STREAM_SRV_CONF_OFFSET,
+        core::mem::offset_of!(SrvConf, record)
+            + core::mem::offset_of!(super::catalog::RecordConf, path),
+    ),
+    command(
+        ngx::ngx_string!("hls_live_record_url"),
+        NGX_STREAM_MAIN_CONF | NGX_STREAM_SRV_CONF | NGX_CONF_TAKE1,
+        ngx_conf_set_str_slot,
+        NGX_STREAM_SRV_CONF_OFFSET,
+        core::mem::offset_of!(SrvConf, record)
+            + core::mem::offset_of!(super::catalog::RecordConf, url),
+    ),
+    command(
+        ngx::ngx_string!("hls_live_record_max_age"),
+        NGX_STREAM_MAIN_CONF | NGX_STREAM_SRV_CONF | NGX_CONF_TAKE1,
+        ngx_conf_set_msec_slot,
+        NGX_STREAM_SRV_CONF_OFFSET,
+        core::mem::offset_of!(SrvConf, record)
+            + core::mem::offset_of!(super::catalog::RecordConf, max_age),
+    ),
+    command(
+        ngx::ngx_string!("hls_live_record_max_size"),
+        NGX_STREAM_MAIN_CONF | NGX_STREAM_SRV_CONF | NGX_CONF_TAKE1,
+        nginx_sys::ngx_conf_set_off_slot,
+        NGX_STREAM_SRV_CONF_OFFSET,
+        core::mem::offset_of!(SrvConf, record)
+            + core::mem::offset_of!(super::catalog::RecordConf, max_size),
+    ),
     ngx_command_t::empty(),
 ];
 
 static CTX: ngx_stream_module_t = ngx_stream_module_t {
     preconfiguration: None,
     postconfiguration: None,
-    create_main_conf: None,
+    create_main_conf: Some(super::catalog::create_main_conf),
     init_main_conf: None,
     create_srv_conf: Some(create_srv_conf),
     merge_srv_conf: Some(merge_srv_conf),
@@ -127,7 +176,8 @@ pub static mut ngx_stream_vid_module: ngx_module_t = ngx_module_t {
     ctx: &CTX as *const _ as *mut _,
     commands: unsafe { &raw mut COMMANDS[0] },
     type_: NGX_STREAM_MODULE as ngx_uint_t,
-    init_process: Some(super::sweeper::init_process),
+    init_process: Some(super::catalog::init_process),
+    exit_process: Some(super::catalog::exit_process),
     ..ngx_module_t::default()
 };
 
@@ -160,6 +210,7 @@ unsafe extern "C" fn create_srv_conf(cf: *mut ngx_conf_t) -> *mut c_void {
     (*conf).timeout = NGX_CONF_UNSET_MSEC;
     (*conf).max_message = NGX_CONF_UNSET_SIZE;
     (*conf).ts = NGX_CONF_UNSET as ngx_flag_t;
+    super::catalog::RecordConf::init(&mut (*conf).record);
     conf.cast()
 }
 
@@ -194,6 +245,9 @@ unsafe extern "C" fn merge_srv_conf(
         8 * 1024 * 1024,
     );
     merge(&mut conf.ts, prev.ts, NGX_CONF_UNSET as ngx_flag_t, 0);
+    if !super::catalog::RecordConf::merge(cf, &mut conf.record, &prev.record, &conf.path) {
+        return NGX_CONF_ERROR;
+    }
 
     if conf.segment < 1000 || conf.segment > 60_000 {
         ngx_conf_log_error!(
@@ -312,6 +366,7 @@ unsafe extern "C" fn handler(s: *mut ngx_stream_session_t) {
         max_message_size: conf.max_message,
         owner: std::process::id(),
         ts: conf.ts == 1,
+        record: conf.record.config(),
     };
     let cln = ngx_pool_cleanup_add((*c).pool, 0);
     if cln.is_null() {
@@ -357,6 +412,7 @@ unsafe extern "C" fn cleanup(data: *mut c_void) {
     for (level, msg) in session.conn.take_log() {
         log_line(log, level, &msg);
     }
+    super::catalog::submit(session.conn.take_sessions(), log);
     drop(session);
 }
 
@@ -384,6 +440,7 @@ unsafe fn feed(c: *mut ngx_connection_t, session: &mut Session, data: &[u8]) -> 
     for (level, msg) in session.conn.take_log() {
         log_line((*c).log, level, &msg);
     }
+    super::catalog::submit(session.conn.take_sessions(), (*c).log);
     match res {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {

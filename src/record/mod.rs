@@ -14,6 +14,7 @@
 
 pub mod playlist;
 pub mod retention;
+pub mod session;
 
 use std::collections::BTreeSet;
 use std::fs;
