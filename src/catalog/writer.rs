@@ -91,6 +91,9 @@ pub fn drain(
     Ok(total)
 }
 
+/// How often an idle writer looks at the spool anyway.
+const RESCAN: Duration = Duration::from_secs(2);
+
 pub enum Msg {
     /// Events were spooled.
     Wake,
@@ -181,12 +184,16 @@ pub fn run(cfg: WriterConfig, rx: Receiver<Msg>, log: &mut dyn FnMut(bool, Strin
         if stop {
             return;
         }
+        // Idle, the spool is still looked at now and then: a worker that exited (reload,
+        // crash) may have left rows its own writer had no time to apply.
         let wait = if dirty {
             cfg.retry
         } else if cfg.retention.is_empty() {
-            Duration::from_secs(3600)
+            RESCAN
         } else {
-            next_retention.saturating_duration_since(Instant::now())
+            next_retention
+                .saturating_duration_since(Instant::now())
+                .min(RESCAN)
         };
         match rx.recv_timeout(wait) {
             Ok(Msg::Wake) => dirty = true,
@@ -194,7 +201,7 @@ pub fn run(cfg: WriterConfig, rx: Receiver<Msg>, log: &mut dyn FnMut(bool, Strin
                 stop = true;
                 dirty = true;
             }
-            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Timeout) => dirty = true,
         }
         // Coalesce a burst of wake-ups.
         while let Ok(m) = rx.try_recv() {
