@@ -104,6 +104,9 @@ def test_recording_vod_players_stock_nginx_and_catalog(vid_factory, browser, m3u
         live_seg = vid.prefix / "media" / "show" / seg
         if live_seg.exists():
             assert os.stat(live_seg).st_ino == os.stat(rec / seg).st_ino
+        # The JSON API lists it, live.
+        j = json.loads(vid.get("/recordings.json?key=show").body)
+        assert j["total"] == 1 and j["recordings"][0]["live"] is True and j["recordings"][0]["url"] == url, j
         # The catalog lists the session while it is live.
         db = vid.prefix / "media" / "catalog.sqlite"
         wait_for(lambda: db.exists() and sql(db, "SELECT id FROM sessions WHERE key = 'show'"), 20, what="live row")
@@ -164,6 +167,25 @@ def test_recording_vod_players_stock_nginx_and_catalog(vid_factory, browser, m3u
     assert sql(db, "SELECT MAX(version) AS v FROM vid_schema")[0]["v"] >= 1
     assert sql(db, "SELECT COUNT(*) AS n FROM recordings")[0]["n"] == 1
 
+    # The JSON API: filters, paging, the VOD URL.
+    j = json.loads(vid.get("/recordings.json").body)
+    assert j["total"] == 1 and j["next_offset"] is None, j
+    entry = j["recordings"][0]
+    assert (entry["key"], entry["url"], entry["live"], entry["segments"]) == ("show", url, False, len(uris)), entry
+    assert entry["started_ms"] == row["started_ms"] and entry["ended_ms"] == row["ended_ms"]
+    assert json.loads(vid.get("/recordings.json?key=other").body)["total"] == 0
+    since = urllib.parse.quote(row["started_at"][:19] + "Z")
+    assert json.loads(vid.get(f"/recordings.json?since={row['started_ms'] - 5000}&until={row['started_ms'] + 5000}").body)["total"] == 1
+    assert json.loads(vid.get(f"/recordings.json?since={row['started_ms'] + 5000}").body)["total"] == 0
+    assert vid.get(f"/recordings.json?until={since}").status == 200
+    assert vid.get("/recordings.json?limit=0").status == 400
+    assert vid.get("/recordings.json?key=../etc").status == 400
+
+    # The player page lists the past broadcast with a link that plays it.
+    out, err = run_play(browser, vid.url("/"), "--list-recording", "show", timeout=120)
+    assert out["list"][0][0] == "show" and out["list"][0][2] in ("1:00", "0:59", "1:01", "1:02", "0:58"), out["list"]
+    assert any(urllib.parse.quote(url, safe="") in link for link in out["links"]), out["links"]
+
     # A stock nginx (Debian's, no vid) serves the folder; ffmpeg plays it over HTTP.
     stock = StockNginx(rec_root(vid))
     try:
@@ -213,6 +235,11 @@ def test_retention_removes_old_recording_only(vid_factory):
     wait_for(lambda: sql(db, "SELECT id FROM sessions WHERE key = 'new' AND ended_ms IS NOT NULL"), 20, what="new's row")
     new_rec = recordings(vid, "new")[0]
     assert (old_rec / "index.m3u8").exists(), "not expired yet"
+    # Paging through the JSON list, newest first.
+    j = json.loads(vid.get("/recordings.json?limit=1").body)
+    assert j["total"] == 2 and j["next_offset"] == 1 and j["recordings"][0]["key"] == "new", j
+    j = json.loads(vid.get("/recordings.json?limit=1&offset=1").body)
+    assert j["next_offset"] is None and j["recordings"][0]["key"] == "old", j
 
     wait_for(lambda: not (old_rec / "index.m3u8").exists(), 40, step=0.3, what="old's playlist withdrawn")
     assert time.monotonic() - ended >= 19, "withdrawn too early"
@@ -222,4 +249,5 @@ def test_retention_removes_old_recording_only(vid_factory):
     assert (new_rec / "index.m3u8").exists() and "#EXT-X-ENDLIST" in (new_rec / "index.m3u8").read_text()
     assert len(list(new_rec.glob("*.m4s"))) >= 4
     assert [r["key"] for r in sql(db, "SELECT key FROM sessions")] == ["new"]
+    assert [r["key"] for r in json.loads(vid.get("/recordings.json").body)["recordings"]] == ["new"]
     assert "retention: recording \"old/" in vid.log()

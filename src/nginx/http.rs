@@ -51,6 +51,13 @@ pub struct LocConf {
     zone: *mut ngx_shm_zone_t,
     /// `hls_live_variants`: key suffixes of an ABR group (ngx_str_t elements), or null.
     variants: *mut ngx_array_t,
+    /// `hls_live_recordings PATH`: the recordings folder listed (see `super::recordings`).
+    recordings: ngx_str_t,
+}
+
+/// The folder of `hls_live_recordings` in the request's location.
+pub(super) unsafe fn recordings_path(r: *mut ngx_http_request_t) -> ngx_str_t {
+    (*(*(*r).loc_conf.add(ngx_http_vid_module.ctx_index) as *const LocConf)).recordings
 }
 
 const FORMAT_FMP4: ngx_uint_t = 0;
@@ -75,13 +82,20 @@ static mut FORMATS: [ngx_conf_enum_t; 3] = [
     },
 ];
 
-static mut COMMANDS: [ngx_command_t; 7] = [
+static mut COMMANDS: [ngx_command_t; 8] = [
     command(
         ngx::ngx_string!("hls_live_variants"),
         NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_1MORE,
         set_variants,
         NGX_HTTP_LOC_CONF_OFFSET,
         0,
+    ),
+    command(
+        ngx::ngx_string!("hls_live_recordings"),
+        NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
+        super::recordings::set_hls_live_recordings,
+        NGX_HTTP_LOC_CONF_OFFSET,
+        core::mem::offset_of!(LocConf, recordings),
     ),
     command(
         ngx::ngx_string!("hls_live_streams"),
@@ -668,7 +682,7 @@ unsafe fn set_cache_control(r: *mut ngx_http_request_t, max_age: u32) {
     let _ = req.add_header_out("Cache-Control", &format!("max-age={max_age}"));
 }
 
-unsafe fn send_text(
+pub(super) unsafe fn send_text(
     r: *mut ngx_http_request_t,
     content_type: &'static str,
     body: &[u8],

@@ -8,6 +8,7 @@
 
 mod catalog;
 mod http;
+mod recordings;
 mod stream;
 mod sweeper;
 mod wait;

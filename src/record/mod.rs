@@ -12,6 +12,7 @@
 //! [`Recording::resume`] reopens an unfinished one from its playlist and the next
 //! segment is preceded by a DISCONTINUITY.
 
+pub mod listing;
 pub mod playlist;
 pub mod retention;
 pub mod session;
