@@ -251,3 +251,49 @@ def test_retention_removes_old_recording_only(vid_factory):
     assert [r["key"] for r in sql(db, "SELECT key FROM sessions")] == ["new"]
     assert [r["key"] for r in json.loads(vid.get("/recordings.json").body)["recordings"]] == ["new"]
     assert "retention: recording \"old/" in vid.log()
+
+
+def test_dvr_window_delta_updates_and_back_to_live(vid_factory, browser, m3u8):  # noqa: F811
+    """hls_live_dvr: a live broadcast seekable back to its start (longer than the live
+    window), delta updates with _HLS_skip=YES; the player page seeks back and returns to
+    live with its button."""
+    vid = vid_factory(segment="1s", window=6, stream_extra="hls_live_record on;")
+    pub = publish(vid.rtmp_url("dvr"), seconds=45, size="320x240")
+    try:
+        def dvr_segments():
+            r = vid.get("/dvr/dvr/index.m3u8")
+            return r.status == 200 and len(parse_playlist(r.text)["segments"]) >= 14 and r
+
+        r = wait_for(dvr_segments, 40, step=0.5, what="a 14 s DVR window")
+        assert r.headers["Content-Type"] == "application/vnd.apple.mpegurl"
+        full = m3u8(r.text)
+        assert full["playlistType"] == "EVENT" and not full.get("endList")
+        assert full["serverControl"]["canSkipUntil"] == 6
+        live = parse_playlist(vid.get("/live/dvr/index.m3u8").text)["segments"]
+        assert len(full["segments"]) > len(live) + 4, "the DVR window reaches back further than the live one"
+        rec = recordings(vid, "dvr")[0]
+        assert full["segments"][0]["uri"] == f"/recordings/dvr/{rec.name}/" + parse_playlist(
+            (rec / "index.m3u8").read_text())["segments"][0]["uri"]
+        assert vid.get(full["segments"][0]["uri"]).status == 200
+        delta_text = vid.get("/dvr/dvr/index.m3u8?_HLS_skip=YES").text
+        delta = m3u8(delta_text)
+        skipped = delta["skip"]["skippedSegments"]
+        assert skipped > 0 and len(delta_text) < len(r.text)
+        assert skipped + len(delta["segments"]) >= len(full["segments"])
+        assert vid.get("/dvr/nobody/index.m3u8").status == 404
+        assert vid.get("/dvr/../index.m3u8").status == 404
+
+        # The page: seek back to the start, "back to live" appears; clicking it returns.
+        src = urllib.parse.quote(vid.url("/dvr/dvr/index.m3u8"), safe="")
+        out, err = run_play(browser, vid.url(f"/?src={src}&key=dvr"), "--seconds", "12",
+                            "--at", "2:document.querySelector('video').currentTime = 1",
+                            "--at", "5:document.getElementById('to-live').hidden",
+                            "--at", "6:document.getElementById('to-live').click()",
+                            "--at", "10:document.getElementById('to-live').hidden",
+                            timeout=180)
+        acts = out["actions"]
+        assert len(acts) == 4 and not any(a.get("error") for a in acts), (acts, err[-2000:])
+        assert acts[1]["result"] is False and acts[1]["currentTime"] < 8, acts
+        assert acts[3]["result"] is True and acts[3]["currentTime"] > acts[1]["currentTime"] + 8, acts
+    finally:
+        pub.kill()

@@ -225,7 +225,15 @@
     const l = stats.level;
     $("s-level").textContent = l ? `${l.index} · ${l.resolution}${l.bitrate ? " · " + fmtRate(l.bitrate) : ""}` : "–";
     $("s-engine").textContent = stats.engine || "–";
+    // DVR (a long live window, e.g. /dvr/KEY/index.m3u8): the seek bar goes back to the
+    // start of the broadcast; this button returns to the live edge.
+    const edge = hls && hls.latestLevelDetails && hls.latestLevelDetails.live ? hls.liveSyncPosition : null;
+    $("to-live").hidden = !(edge != null && edge - video.currentTime > 6);
   }
+
+  $("to-live").addEventListener("click", () => {
+    if (hls && hls.liveSyncPosition != null) video.currentTime = hls.liveSyncPosition;
+  });
 
   // ---- playback ----------------------------------------------------------------------
   function playlistUrl(key) {
@@ -437,9 +445,10 @@
       const tr = document.createElement("tr");
       tr.dataset.key = x.key;
       const a = document.createElement("a");
-      const src = new URL(x.url, location.href).href;
+      // A live recording plays as DVR (seekable back to its start, delta updates).
+      const src = new URL(x.live ? `/dvr/${encodeURIComponent(x.key)}/index.m3u8` : x.url, location.href).href;
       a.href = `?src=${encodeURIComponent(src)}&key=${encodeURIComponent(x.key)}`;
-      a.textContent = x.live ? "watch (live)" : "play";
+      a.textContent = x.live ? "watch (DVR)" : "play";
       const cells = [
         x.key,
         x.started ? new Date(x.started).toLocaleString() : "–",

@@ -53,11 +53,18 @@ pub struct LocConf {
     variants: *mut ngx_array_t,
     /// `hls_live_recordings PATH`: the recordings folder listed (see `super::recordings`).
     recordings: ngx_str_t,
+    /// `hls_live_dvr PATH`: DVR playlists from the recordings folder.
+    dvr: ngx_str_t,
 }
 
 /// The folder of `hls_live_recordings` in the request's location.
 pub(super) unsafe fn recordings_path(r: *mut ngx_http_request_t) -> ngx_str_t {
     (*(*(*r).loc_conf.add(ngx_http_vid_module.ctx_index) as *const LocConf)).recordings
+}
+
+/// The folder of `hls_live_dvr` in the request's location.
+pub(super) unsafe fn dvr_path(r: *mut ngx_http_request_t) -> ngx_str_t {
+    (*(*(*r).loc_conf.add(ngx_http_vid_module.ctx_index) as *const LocConf)).dvr
 }
 
 const FORMAT_FMP4: ngx_uint_t = 0;
@@ -82,7 +89,7 @@ static mut FORMATS: [ngx_conf_enum_t; 3] = [
     },
 ];
 
-static mut COMMANDS: [ngx_command_t; 8] = [
+static mut COMMANDS: [ngx_command_t; 9] = [
     command(
         ngx::ngx_string!("hls_live_variants"),
         NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_1MORE,
@@ -96,6 +103,13 @@ static mut COMMANDS: [ngx_command_t; 8] = [
         super::recordings::set_hls_live_recordings,
         NGX_HTTP_LOC_CONF_OFFSET,
         core::mem::offset_of!(LocConf, recordings),
+    ),
+    command(
+        ngx::ngx_string!("hls_live_dvr"),
+        NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
+        super::recordings::set_hls_live_dvr,
+        NGX_HTTP_LOC_CONF_OFFSET,
+        core::mem::offset_of!(LocConf, dvr),
     ),
     command(
         ngx::ngx_string!("hls_live_streams"),

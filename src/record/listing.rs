@@ -222,3 +222,35 @@ mod tests {
         );
     }
 }
+
+/// The DVR playlist of `key`: its newest recording (live or ended) rendered by
+/// [`super::playlist::render_dvr`]; `None` if it has none (or it cannot be read).
+pub fn dvr_playlist(root: &Path, key: &str, skip: bool) -> Option<String> {
+    if !names::valid_key(key) {
+        return None;
+    }
+    let dir = root.join(key);
+    let id = list_ids(&dir)
+        .into_iter()
+        .rev()
+        .find(|id| !dir.join(id).join(WITHDRAWN).exists())?;
+    let rec = dir.join(&id);
+    let text = fs::read_to_string(rec.join(super::PLAYLIST)).ok()?;
+    let (segments, ended) = super::playlist::parse(&text)?;
+    if segments.is_empty() {
+        return None;
+    }
+    let info = fs::read_to_string(rec.join(INFO)).unwrap_or_default();
+    let url = json_string(&info, "url")?;
+    let base = &url[..url.rfind('/')? + 1];
+    Some(super::playlist::render_dvr(&segments, ended, base, skip))
+}
+
+/// A string member of a flat JSON object we wrote, when it needs no unescaping.
+fn json_string(text: &str, name: &str) -> Option<String> {
+    let at = text.find(&format!("\"{name}\":\""))? + name.len() + 4;
+    let rest = &text[at..];
+    let end = rest.find('"')?;
+    let v = &rest[..end];
+    (!v.contains('\\')).then(|| v.to_string())
+}

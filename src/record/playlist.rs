@@ -264,3 +264,126 @@ mod tests {
         assert_eq!(parse_pdt("garbage"), None);
     }
 }
+
+/// Delta updates may skip segments that end at least this many target durations before
+/// the end of the playlist (EXT-X-SERVER-CONTROL:CAN-SKIP-UNTIL).
+pub const DVR_SKIP_TDS: u64 = 6;
+
+/// A recording played as a DVR window (`hls_live_dvr`): the recording's segments with
+/// URIs under `base` (the recording folder's URL, ending in `/`). While live it is an
+/// EVENT playlist that announces CAN-SKIP-UNTIL = 6 × TD, and a request with
+/// `_HLS_skip=YES` (`skip`) gets a delta update: the segments that end at least that long
+/// before the end are replaced by EXT-X-SKIP, so a two-hour window reloads as a few
+/// lines. Once ended it is the plain VOD playlist (no delta updates).
+pub fn render_dvr(segments: &[RecSegment], ended: bool, base: &str, skip: bool) -> String {
+    let td = target_duration(segments);
+    let mut o = String::with_capacity(256 + segments.len() * 80);
+    o.push_str("#EXTM3U\n#EXT-X-VERSION:9\n");
+    let _ = writeln!(o, "#EXT-X-TARGETDURATION:{td}");
+    let _ = writeln!(
+        o,
+        "#EXT-X-PLAYLIST-TYPE:{}",
+        if ended { "VOD" } else { "EVENT" }
+    );
+    let skip_us = DVR_SKIP_TDS * td * 1_000_000;
+    if !ended {
+        let _ = writeln!(
+            o,
+            "#EXT-X-SERVER-CONTROL:CAN-SKIP-UNTIL={}.0,HOLD-BACK={}.0",
+            DVR_SKIP_TDS * td,
+            3 * td
+        );
+    }
+    o.push_str("#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-INDEPENDENT-SEGMENTS\n");
+    let total: u64 = segments.iter().map(|s| s.duration_us).sum();
+    let mut skipped = 0;
+    if skip && !ended {
+        let mut end = 0u64;
+        for s in segments {
+            end += s.duration_us;
+            if end + skip_us <= total {
+                skipped += 1;
+            } else {
+                break;
+            }
+        }
+        if skipped > 0 {
+            let _ = writeln!(o, "#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}");
+        }
+    }
+    let mut map: Option<u32> = None;
+    for (i, s) in segments.iter().enumerate().skip(skipped) {
+        let disc = i > 0 && s.discontinuity;
+        if disc {
+            o.push_str("#EXT-X-DISCONTINUITY\n");
+        }
+        if map != Some(s.init_version) {
+            let _ = writeln!(
+                o,
+                "#EXT-X-MAP:URI=\"{base}{}\"",
+                MediaFile::Init {
+                    version: s.init_version
+                }
+                .name()
+            );
+            map = Some(s.init_version);
+        }
+        if i == skipped || disc {
+            let _ = writeln!(o, "#EXT-X-PROGRAM-DATE-TIME:{}", format_pdt(s.pdt_ms));
+        }
+        let _ = writeln!(o, "#EXTINF:{},", secs6(s.duration_us));
+        let _ = writeln!(o, "{base}{}", MediaFile::Segment { msn: s.msn }.name());
+    }
+    if ended {
+        o.push_str("#EXT-X-ENDLIST\n");
+    }
+    o
+}
+
+#[cfg(test)]
+mod dvr_tests {
+    use super::*;
+
+    #[test]
+    fn delta_updates() {
+        let segs: Vec<RecSegment> = (0..100)
+            .map(|i| RecSegment {
+                msn: 1000 + i,
+                duration_us: 2_000_000,
+                init_version: if i < 50 { 1 } else { 2 },
+                discontinuity: i == 50,
+                pdt_ms: 1_764_000_000_000 + i as i64 * 2000,
+            })
+            .collect();
+        let full = render_dvr(&segs, false, "/recordings/k/ID/", false);
+        assert!(full.contains("#EXT-X-PLAYLIST-TYPE:EVENT\n"));
+        assert!(full.contains("#EXT-X-SERVER-CONTROL:CAN-SKIP-UNTIL=12.0,HOLD-BACK=6.0\n"));
+        assert!(full.contains("#EXT-X-MAP:URI=\"/recordings/k/ID/init1.mp4\"\n"));
+        assert_eq!(full.matches(".m4s\n").count(), 100);
+        assert!(!full.contains("EXT-X-SKIP") && !full.contains("ENDLIST"));
+        let delta = render_dvr(&segs, false, "/recordings/k/ID/", true);
+        // 200 s in all; segments ending at or before 188 s are skipped: 94.
+        assert!(
+            delta.contains("#EXT-X-SKIP:SKIPPED-SEGMENTS=94\n"),
+            "{delta}"
+        );
+        assert_eq!(delta.matches(".m4s\n").count(), 6);
+        assert!(delta.contains(
+            "#EXT-X-SKIP:SKIPPED-SEGMENTS=94\n#EXT-X-MAP:URI=\"/recordings/k/ID/init2.mp4\"\n\
+             #EXT-X-PROGRAM-DATE-TIME:2025-11-24T16:03:08.000Z\n#EXTINF:2.000000,\n\
+             /recordings/k/ID/1094.m4s\n"
+        ));
+        assert!(!delta.contains("init1.mp4"));
+        assert!(delta.len() * 5 < full.len());
+        let vod = render_dvr(&segs, true, "/r/", true);
+        assert!(
+            vod.ends_with("#EXT-X-ENDLIST\n")
+                && !vod.contains("SKIP")
+                && !vod.contains("SERVER-CONTROL")
+        );
+        assert_eq!(vod.matches(".m4s\n").count(), 100);
+        // Nothing old enough: no EXT-X-SKIP.
+        let short = render_dvr(&segs[..5], false, "/r/", true);
+        assert!(!short.contains("EXT-X-SKIP"));
+    }
+}
