@@ -3,7 +3,8 @@
 #   scripts/deps.sh build   compiler deps for nginx + the vid module, node + npm (player page)
 #   scripts/deps.sh test    + ffmpeg, python test tools, a modern ffmpeg (imageio-ffmpeg),
 #                           chromium (the player tests drive it with playwright-core),
-#                           node + npm (m3u8-parser, playwright-core)
+#                           node + npm (m3u8-parser, playwright-core), Debian's nginx,
+#                           sqlite3 and postgresql (recordings and catalog tests)
 #   scripts/deps.sh bench   + nginx with nginx-rtmp-module (the peer we compare with), wrk
 set -euo pipefail
 what=${1:-build}
@@ -14,7 +15,9 @@ command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
 command -v npm >/dev/null 2>&1 || pkgs+=(npm)
 case "$what" in
   build) ;;
-  test) pkgs+=(ffmpeg python3-pip curl procps chromium faketime g++ openssl) ;;  # g++: libFuzzer (fuzz smoke run); faketime: clock-step tests; openssl: RTMPS certificates
+  # nginx: the stock server of the recordings test; sqlite3, postgresql: the catalog tests;
+  # g++: libFuzzer (fuzz smoke run); faketime: clock-step tests; openssl: RTMPS certificates.
+  test) pkgs+=(ffmpeg python3-pip curl procps chromium nginx sqlite3 postgresql faketime g++ openssl) ;;
   bench) pkgs+=(ffmpeg python3-pip curl procps nginx libnginx-mod-rtmp wrk) ;;
   *) echo "usage: $0 build|test|bench" >&2; exit 2 ;;
 esac

@@ -12,6 +12,7 @@
 //! the only place with FFI.
 
 pub mod auth;
+pub mod catalog;
 pub mod codec;
 pub mod flv;
 #[doc(hidden)]
@@ -20,6 +21,7 @@ pub mod ingest;
 pub mod media;
 pub mod mux;
 pub mod playlist;
+pub mod record;
 pub mod rtmp;
 pub mod segmenter;
 pub mod store;

@@ -225,7 +225,15 @@
     const l = stats.level;
     $("s-level").textContent = l ? `${l.index} · ${l.resolution}${l.bitrate ? " · " + fmtRate(l.bitrate) : ""}` : "–";
     $("s-engine").textContent = stats.engine || "–";
+    // DVR (a long live window, e.g. /dvr/KEY/index.m3u8): the seek bar goes back to the
+    // start of the broadcast; this button returns to the live edge.
+    const edge = hls && hls.latestLevelDetails && hls.latestLevelDetails.live ? hls.liveSyncPosition : null;
+    $("to-live").hidden = !(edge != null && edge - video.currentTime > 6);
   }
+
+  $("to-live").addEventListener("click", () => {
+    if (hls && hls.liveSyncPosition != null) video.currentTime = hls.liveSyncPosition;
+  });
 
   // ---- playback ----------------------------------------------------------------------
   function playlistUrl(key) {
@@ -416,8 +424,54 @@
     }
   });
 
+  // ---- past broadcasts (/recordings.json; the section stays hidden without it) ---------
+  function fmtDuration(ms) {
+    const s = Math.round((ms || 0) / 1000);
+    const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
+    return (h ? `${h}:${String(m).padStart(2, "0")}` : `${m}`) + `:${String(r).padStart(2, "0")}`;
+  }
+
+  async function refreshRecordings() {
+    let list;
+    try {
+      const r = await fetch("/recordings.json?limit=50", { cache: "no-store" });
+      if (!r.ok) return;
+      const j = await r.json();
+      list = (Array.isArray(j.recordings) ? j.recordings : []).filter((x) => x && KEY_RE.test(x.key) && typeof x.url === "string");
+    } catch (e) {
+      return;
+    }
+    const rows = list.map((x) => {
+      const tr = document.createElement("tr");
+      tr.dataset.key = x.key;
+      const a = document.createElement("a");
+      // A live recording plays as DVR (seekable back to its start, delta updates).
+      const src = new URL(x.live ? `/dvr/${encodeURIComponent(x.key)}/index.m3u8` : x.url, location.href).href;
+      a.href = `?src=${encodeURIComponent(src)}&key=${encodeURIComponent(x.key)}`;
+      a.textContent = x.live ? "watch (DVR)" : "play";
+      const cells = [
+        x.key,
+        x.started ? new Date(x.started).toLocaleString() : "–",
+        fmtDuration(x.duration_ms),
+        x.width && x.height ? `${x.width}x${x.height}` : "–",
+        a,
+      ];
+      for (const c of cells) {
+        const td = document.createElement("td");
+        if (typeof c === "string") td.textContent = c;
+        else td.appendChild(c);
+        tr.appendChild(td);
+      }
+      return tr;
+    });
+    $("recordings").replaceChildren(...rows);
+    $("past").hidden = rows.length === 0;
+  }
+
   // ---- start ---------------------------------------------------------------------------
   refreshList();
+  refreshRecordings();
+  setInterval(refreshRecordings, LIST_EVERY_MS * 5);
   setInterval(refreshList, LIST_EVERY_MS);
   setInterval(sample, SAMPLE_EVERY_MS);
   const query = new URLSearchParams(location.search);

@@ -193,6 +193,7 @@ pub fn ingest_into(data: &[u8], index: &mut MemoryIndex) -> (Vec<(LogLevel, Stri
         lifecycle: Default::default(),
         publish_secrets: Default::default(),
         publish_callback: false,
+        record: None,
     });
     let mut now = 1_700_000_000_000i64;
     let prefix = publish_prefix();

@@ -210,6 +210,7 @@ mod tests {
             publish_secrets: secrets,
             publish_callback: callback,
             lifecycle: Default::default(),
+            record: None,
         });
         (c, root)
     }

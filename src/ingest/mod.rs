@@ -13,6 +13,8 @@ use bytes::Bytes;
 use crate::flv::{self, AudioTag, VideoTag};
 use crate::media::{AudioConfig, Frame, TrackKind, VideoConfig};
 use crate::mux::fmp4;
+use crate::record::session::{media_of, wall_ms, SessionLog};
+use crate::record::{RecordConfig, Summary};
 use crate::rtmp::{self, amf0, Event, Session, SessionConfig};
 use crate::segmenter::{Muxer, Output, Segmenter, SegmenterConfig};
 use crate::store::files::StreamDir;
@@ -47,6 +49,8 @@ pub struct IngestConfig {
     pub publish_secrets: crate::auth::publish::Secrets,
     /// `rtmp_live_on_publish`: a publish waits for the callback ([`gate`]).
     pub publish_callback: bool,
+    /// Record every publish session (`hls_live_record`).
+    pub record: Option<RecordConfig>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,6 +103,8 @@ struct Publishing {
     next_sweep_ms: i64,
     /// Video frames dropped as malformed (logged once per publish).
     bad_frames: u64,
+    /// The session's catalog rows and recording.
+    session: SessionLog,
 }
 
 /// How often a publisher deletes its own files that left the playlist.
@@ -116,6 +122,7 @@ pub struct Connection {
     unix_s: u64,
     /// A publish waiting for the publish callback.
     gate: crate::auth::gate::Gate,
+    sessions: Vec<Summary>,
 }
 
 impl Connection {
@@ -135,12 +142,18 @@ impl Connection {
             log: Vec::new(),
             unix_s: 0,
             gate: crate::auth::gate::Gate::new(callback),
+            sessions: Vec::new(),
         }
     }
 
     /// The wall-clock time (Unix seconds) against which signed keys expire.
     pub fn set_unix_time(&mut self, unix_s: u64) {
         self.unix_s = unix_s;
+    }
+
+    /// Catalog rows (publish sessions, recordings) produced since the last call.
+    pub fn take_sessions(&mut self) -> Vec<Summary> {
+        std::mem::take(&mut self.sessions)
     }
 
     /// Bytes waiting to be sent to the publisher.
@@ -225,8 +238,23 @@ impl Connection {
         if available && ours {
             return Ok(());
         }
-        let p = self.publishing.take().expect("publishing");
-        Err(lost_error(&p.key, available))
+        let err = lost_error(
+            &self.publishing.as_ref().expect("publishing").key,
+            available,
+        );
+        self.drop_publish();
+        Err(err)
+    }
+
+    /// The publish is no longer this connection's (taken over, or the zone is gone): its
+    /// session and recording end here; the stream itself belongs to someone else.
+    fn drop_publish(&mut self) {
+        if let Some(mut p) = self.publishing.take() {
+            if let Err(e) = p.session.finish(wall_ms()) {
+                self.say(LogLevel::Error, e);
+            }
+            self.sessions.extend(p.session.take_updates());
+        }
     }
 
     fn say(&mut self, level: LogLevel, msg: String) {
@@ -394,6 +422,12 @@ impl Connection {
                 }
             ),
         );
+        let (mut session, rec_err) =
+            SessionLog::start(self.cfg.record.as_ref(), &name, false, wall_ms());
+        if let Some(e) = rec_err {
+            self.say(LogLevel::Error, e);
+        }
+        self.sessions.extend(session.take_updates());
         self.publishing = Some(Publishing {
             stream_id,
             key: name,
@@ -403,6 +437,7 @@ impl Connection {
             dir: store,
             next_sweep_ms: now_ms + SWEEP_INTERVAL_MS,
             bad_frames: 0,
+            session,
         });
         Ok(())
     }
@@ -485,10 +520,14 @@ impl Connection {
         };
         p.segmenter.finish(&mut self.outputs);
         let stored = self.store(now_ms, shared);
-        // Taken over meanwhile: `store` dropped the publish and says so.
-        let Some(p) = self.publishing.take() else {
+        // Taken over meanwhile: `store` dropped the publish (and finished its session).
+        let Some(mut p) = self.publishing.take() else {
             return stored;
         };
+        if let Err(e) = p.session.finish(wall_ms()) {
+            self.say(LogLevel::Error, e);
+        }
+        self.sessions.extend(p.session.take_updates());
         let key = p.key;
         let app = self.app.clone().unwrap_or_default();
         let grace = self.cfg.lifecycle.grace_ms;
@@ -539,6 +578,9 @@ impl Connection {
                 break;
             }
             written += 1;
+            if let Err(e) = p.session.output(p.dir.path(), out) {
+                self.log.push((LogLevel::Error, e));
+            }
         }
         let outputs = &self.outputs[..written];
         let key = &p.key;
@@ -546,6 +588,9 @@ impl Connection {
         let sweep = now_ms >= p.next_sweep_ms;
         let mut snapshot: Option<Box<StreamIndex>> = None;
         let mut lost = false;
+        let want_media =
+            p.session.needs_media() && outputs.iter().any(|o| matches!(o, Output::Segment { .. }));
+        let mut media = None;
         // All outputs of one read go in under one lock: a reader never sees a segment's
         // last part without the segment.
         let available = shared.with_table(&mut |t| {
@@ -560,12 +605,19 @@ impl Connection {
                 if sweep {
                     snapshot = Some(Box::new(*i));
                 }
+                if want_media {
+                    media = Some(media_of(i));
+                }
             }
         });
         self.outputs.clear();
+        if let Some(m) = media {
+            p.session.set_media(m);
+        }
+        self.sessions.extend(p.session.take_updates());
         if lost || !available {
             let err = lost_error(key, available);
-            self.publishing = None;
+            self.drop_publish();
             return Err(err);
         }
         if let Some(idx) = snapshot {

@@ -52,6 +52,7 @@ fn config(root: &PathBuf, owner: u32, grace_ms: u32, takeover: Takeover) -> Inge
         lifecycle: Lifecycle { grace_ms, takeover },
         publish_secrets: Default::default(),
         publish_callback: false,
+        record: None,
     }
 }
 

@@ -60,6 +60,20 @@ pub struct LocConf {
     token_bind_addr: ngx_flag_t,
     /// `hls_live_max_held`: held requests per worker before 503.
     max_held: ngx_uint_t,
+    /// `hls_live_recordings PATH`: the recordings folder listed (see `super::recordings`).
+    recordings: ngx_str_t,
+    /// `hls_live_dvr PATH`: DVR playlists from the recordings folder.
+    dvr: ngx_str_t,
+}
+
+/// The folder of `hls_live_recordings` in the request's location.
+pub(super) unsafe fn recordings_path(r: *mut ngx_http_request_t) -> ngx_str_t {
+    (*(*(*r).loc_conf.add(ngx_http_vid_module.ctx_index) as *const LocConf)).recordings
+}
+
+/// The folder of `hls_live_dvr` in the request's location.
+pub(super) unsafe fn dvr_path(r: *mut ngx_http_request_t) -> ngx_str_t {
+    (*(*(*r).loc_conf.add(ngx_http_vid_module.ctx_index) as *const LocConf)).dvr
 }
 
 const FORMAT_FMP4: ngx_uint_t = 0;
@@ -84,7 +98,7 @@ static mut FORMATS: [ngx_conf_enum_t; 3] = [
     },
 ];
 
-static mut COMMANDS: [ngx_command_t; 10] = [
+static mut COMMANDS: [ngx_command_t; 12] = [
     command(
         ngx::ngx_string!("hls_live_max_held"),
         NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
@@ -112,6 +126,20 @@ static mut COMMANDS: [ngx_command_t; 10] = [
         set_variants,
         NGX_HTTP_LOC_CONF_OFFSET,
         0,
+    ),
+    command(
+        ngx::ngx_string!("hls_live_recordings"),
+        NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
+        super::recordings::set_hls_live_recordings,
+        NGX_HTTP_LOC_CONF_OFFSET,
+        core::mem::offset_of!(LocConf, recordings),
+    ),
+    command(
+        ngx::ngx_string!("hls_live_dvr"),
+        NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
+        super::recordings::set_hls_live_dvr,
+        NGX_HTTP_LOC_CONF_OFFSET,
+        core::mem::offset_of!(LocConf, dvr),
     ),
     command(
         ngx::ngx_string!("hls_live_streams"),
@@ -766,7 +794,7 @@ unsafe fn set_cache_control(r: *mut ngx_http_request_t, max_age: u32) {
     let _ = req.add_header_out("Cache-Control", &format!("max-age={max_age}"));
 }
 
-unsafe fn send_text(
+pub(super) unsafe fn send_text(
     r: *mut ngx_http_request_t,
     content_type: &'static str,
     body: &[u8],

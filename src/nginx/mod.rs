@@ -9,8 +9,10 @@
 
 mod auth;
 mod callback;
+mod catalog;
 mod conf_check;
 mod http;
+mod recordings;
 mod stream;
 mod sweeper;
 mod wait;

@@ -57,9 +57,11 @@ pub struct SrvConf {
     callback_timeout: ngx_msec_t,
     /// `rtmp_live_max_bitrate`: bits per second, 0 = no cap, u64::MAX = unset.
     max_bitrate: u64,
+    /// `hls_live_record*`: recordings (see `super::catalog::RecordConf`).
+    record: super::catalog::RecordConf,
 }
 
-static mut COMMANDS: [ngx_command_t; 18] = [
+static mut COMMANDS: [ngx_command_t; 24] = [
     command(
         ngx::ngx_string!("hls_live_zone"),
         NGX_STREAM_MAIN_CONF | NGX_CONF_TAKE2,
@@ -179,13 +181,60 @@ static mut COMMANDS: [ngx_command_t; 18] = [
         NGX_STREAM_SRV_CONF_OFFSET,
         core::mem::offset_of!(SrvConf, max_bitrate),
     ),
+    command(
+        ngx::ngx_string!("hls_live_catalog"),
+        NGX_STREAM_MAIN_CONF | NGX_CONF_TAKE1,
+        super::catalog::set_catalog,
+        nginx_sys::NGX_STREAM_MAIN_CONF_OFFSET,
+        0,
+    ),
+    command(
+        ngx::ngx_string!("hls_live_record"),
+        NGX_STREAM_MAIN_CONF | NGX_STREAM_SRV_CONF | NGX_CONF_FLAG,
+        ngx_conf_set_flag_slot,
+        NGX_STREAM_SRV_CONF_OFFSET,
+        core::mem::offset_of!(SrvConf, record)
+            + core::mem::offset_of!(super::catalog::RecordConf, on),
+    ),
+    command(
+        ngx::ngx_string!("hls_live_record_path"),
+        NGX_STREAM_MAIN_CONF | NGX_STREAM_SRV_CONF | NGX_CONF_TAKE1,
+        ngx_conf_set_str_slot,
+        NGX_STREAM_SRV_CONF_OFFSET,
+        core::mem::offset_of!(SrvConf, record)
+            + core::mem::offset_of!(super::catalog::RecordConf, path),
+    ),
+    command(
+        ngx::ngx_string!("hls_live_record_url"),
+        NGX_STREAM_MAIN_CONF | NGX_STREAM_SRV_CONF | NGX_CONF_TAKE1,
+        ngx_conf_set_str_slot,
+        NGX_STREAM_SRV_CONF_OFFSET,
+        core::mem::offset_of!(SrvConf, record)
+            + core::mem::offset_of!(super::catalog::RecordConf, url),
+    ),
+    command(
+        ngx::ngx_string!("hls_live_record_max_age"),
+        NGX_STREAM_MAIN_CONF | NGX_STREAM_SRV_CONF | NGX_CONF_TAKE1,
+        ngx_conf_set_msec_slot,
+        NGX_STREAM_SRV_CONF_OFFSET,
+        core::mem::offset_of!(SrvConf, record)
+            + core::mem::offset_of!(super::catalog::RecordConf, max_age),
+    ),
+    command(
+        ngx::ngx_string!("hls_live_record_max_size"),
+        NGX_STREAM_MAIN_CONF | NGX_STREAM_SRV_CONF | NGX_CONF_TAKE1,
+        nginx_sys::ngx_conf_set_off_slot,
+        NGX_STREAM_SRV_CONF_OFFSET,
+        core::mem::offset_of!(SrvConf, record)
+            + core::mem::offset_of!(super::catalog::RecordConf, max_size),
+    ),
     ngx_command_t::empty(),
 ];
 
 static CTX: ngx_stream_module_t = ngx_stream_module_t {
     preconfiguration: None,
     postconfiguration: None,
-    create_main_conf: None,
+    create_main_conf: Some(super::catalog::create_main_conf),
     init_main_conf: None,
     create_srv_conf: Some(create_srv_conf),
     merge_srv_conf: Some(merge_srv_conf),
@@ -199,7 +248,8 @@ pub static mut ngx_stream_vid_module: ngx_module_t = ngx_module_t {
     commands: unsafe { &raw mut COMMANDS[0] },
     type_: NGX_STREAM_MODULE as ngx_uint_t,
     init_module: Some(init_module),
-    init_process: Some(super::sweeper::init_process),
+    init_process: Some(super::catalog::init_process),
+    exit_process: Some(super::catalog::exit_process),
     ..ngx_module_t::default()
 };
 
@@ -243,6 +293,7 @@ unsafe extern "C" fn create_srv_conf(cf: *mut ngx_conf_t) -> *mut c_void {
     (*conf).handshake_timeout = NGX_CONF_UNSET_MSEC;
     (*conf).callback_timeout = NGX_CONF_UNSET_MSEC;
     (*conf).max_bitrate = u64::MAX;
+    super::catalog::RecordConf::init(&mut (*conf).record);
     conf.cast()
 }
 
@@ -317,6 +368,9 @@ unsafe extern "C" fn merge_srv_conf(
             cf,
             "\"rtmp_live_handshake_timeout\" must be at least 100ms"
         );
+        return NGX_CONF_ERROR;
+    }
+    if !super::catalog::RecordConf::merge(cf, &mut conf.record, &prev.record, &conf.path) {
         return NGX_CONF_ERROR;
     }
 
@@ -470,6 +524,7 @@ unsafe extern "C" fn handler(s: *mut ngx_stream_session_t) {
         },
         publish_secrets: crate::auth::publish::Secrets(super::auth::secrets(conf.secrets)),
         publish_callback: !conf.on_publish.is_null(),
+        record: conf.record.config(),
     };
     let cln = ngx_pool_cleanup_add((*c).pool, 0);
     if cln.is_null() {
@@ -568,6 +623,7 @@ unsafe extern "C" fn cleanup(data: *mut c_void) {
     for (level, msg) in session.conn.take_log() {
         log_line(log, level, &msg);
     }
+    super::catalog::submit(session.conn.take_sessions(), log);
     drop(session);
 }
 
@@ -596,6 +652,7 @@ unsafe fn feed(c: *mut ngx_connection_t, session: &mut Session, data: &[u8]) -> 
     for (level, msg) in session.conn.take_log() {
         log_line((*c).log, level, &msg);
     }
+    super::catalog::submit(session.conn.take_sessions(), (*c).log);
     match res {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {

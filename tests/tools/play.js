@@ -6,6 +6,8 @@
 //        --screenshot out.png [--startup-timeout 60] [--chromium /usr/bin/chromium]
 //   node tests/tools/play.js --url http://127.0.0.1:PORT/ --list-key KEY
 //        (only waits for KEY's row in the page's stream list and reports the list's text)
+//   node tests/tools/play.js --url http://127.0.0.1:PORT/ --list-recording KEY
+//        (waits for KEY's row in the page's recordings list; reports its rows and links)
 //   --no-hlsjs: answer 404 for vendor/hls.min.js, so the page uses the browser's own HLS
 //   --at SECONDS:EXPR (repeatable): evaluate EXPR in the page SECONDS after playback
 //        started, e.g. --at 8:'window.vidControl.capLevel(0)'; reported in "actions"
@@ -38,6 +40,7 @@ function parseArgs(argv) {
     else if (a === "--screenshot") o.screenshot = v();
     else if (a === "--chromium") o.chromium = v();
     else if (a === "--list-key") o.listKey = v();
+    else if (a === "--list-recording") o.listRecording = v();
     else if (a === "--no-hlsjs") o.noHlsjs = true;
     else if (a === "--at") {
       const m = /^([0-9]+(?:\.[0-9]+)?):([\s\S]+)$/.exec(v());
@@ -146,6 +149,11 @@ async function main() {
       out.stats = await page.evaluate(() => (window.vidStats ? JSON.parse(JSON.stringify(window.vidStats)) : null));
       out.playerHidden = await page.locator("#player").isHidden();
       out.errorText = await page.locator("#s-error").textContent();
+    } else if (opt.listRecording) {
+      await page.waitForSelector(`#recordings tr[data-key="${opt.listRecording}"]`, { timeout: opt.startupTimeout * 1000 });
+      out.startupSeconds = (Date.now() - t0) / 1000;
+      out.list = await page.$$eval("#recordings tr", (rows) => rows.map((r) => Array.from(r.cells, (c) => c.textContent)));
+      out.links = await page.$$eval("#recordings tr a", (as) => as.map((a) => a.href));
     } else if (opt.listKey) {
       await page.waitForSelector(`#streams tr[data-key="${opt.listKey}"]`, { timeout: opt.startupTimeout * 1000 });
       out.startupSeconds = (Date.now() - t0) / 1000;
