@@ -15,6 +15,7 @@ pub mod codec;
 pub mod flv;
 pub mod ingest;
 pub mod media;
+pub mod metrics;
 pub mod mux;
 pub mod playlist;
 pub mod rtmp;

@@ -101,6 +101,10 @@ pub struct Connection {
     events: Vec<Event>,
     outputs: Vec<Output>,
     log: Vec<(LogLevel, String)>,
+    /// Counted since the last [`Connection::take_stats`], for the stream `stats_key`.
+    stats: crate::metrics::IngestDelta,
+    stats_key: Option<String>,
+    flash_ver: Option<String>,
 }
 
 impl Connection {
@@ -117,7 +121,22 @@ impl Connection {
             events: Vec::new(),
             outputs: Vec::new(),
             log: Vec::new(),
+            stats: Default::default(),
+            stats_key: None,
+            flash_ver: None,
         }
+    }
+
+    /// What was counted since the last call, and for which stream (None: nothing to say).
+    pub fn take_stats(&mut self) -> Option<(String, crate::metrics::IngestDelta)> {
+        let key = self.stats_key.clone()?;
+        let d = std::mem::take(&mut self.stats);
+        (!d.is_empty()).then_some((key, d))
+    }
+
+    /// The publisher's software, as its RTMP `connect` named it (`flashVer`).
+    pub fn publisher_software(&self) -> Option<&str> {
+        self.flash_ver.as_deref()
     }
 
     /// Bytes waiting to be sent to the publisher.
@@ -146,6 +165,7 @@ impl Connection {
         now_ms: i64,
         shared: &mut dyn SharedIndex,
     ) -> Result<(), IngestError> {
+        self.stats.bytes += data.len() as u64;
         let mut events = std::mem::take(&mut self.events);
         let fed = self.rtmp.feed(data, &mut events).map_err(IngestError::Rtmp);
         let mut result = Ok(());
@@ -181,7 +201,8 @@ impl Connection {
         shared: &mut dyn SharedIndex,
     ) -> Result<(), IngestError> {
         match ev {
-            Event::Connect { app, .. } => {
+            Event::Connect { app, flash_ver, .. } => {
+                self.flash_ver = flash_ver;
                 self.say(LogLevel::Info, format!("connect app \"{app}\""));
                 self.app = Some(app);
                 Ok(())
@@ -302,6 +323,8 @@ impl Connection {
             claim.discontinuity,
         );
         self.rtmp.accept_publish(stream_id);
+        (self.stats.published, self.stats.segment_target_ms) = (true, self.cfg.segment_target_ms);
+        self.stats_key = Some(name.clone());
         let app = self.app.clone().unwrap_or_default();
         self.say(
             LogLevel::Notice,
@@ -341,6 +364,7 @@ impl Connection {
         else {
             return Ok(());
         };
+        self.stats.frames += 1;
         let out = &mut self.outputs;
         match kind {
             TrackKind::Video => match flv::parse_video(&data).map_err(IngestError::Media)? {
@@ -390,6 +414,7 @@ impl Connection {
         let p = self.publishing.take().expect("publishing");
         let key = p.key;
         end_stream(shared, p.slot, p.publish_id, now_ms);
+        self.stats.unpublished = true;
         let app = self.app.clone().unwrap_or_default();
         self.say(LogLevel::Notice, format!("publish \"{app}/{key}\" ended"));
         stored
@@ -414,6 +439,7 @@ impl Connection {
             written += 1;
         }
         let outputs = &self.outputs[..written];
+        self.stats.add_outputs(outputs);
         let key = &p.key;
         let (slot, id) = (p.slot, p.publish_id);
         let sweep = now_ms >= p.next_sweep_ms;

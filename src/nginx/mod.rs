@@ -7,8 +7,10 @@
 #![allow(clippy::missing_safety_doc)]
 
 mod http;
+mod metrics;
 mod stream;
 mod sweeper;
+mod vars;
 mod wait;
 mod zone;
 
@@ -78,4 +80,10 @@ pub(crate) fn conf_ok() -> *mut c_char {
 pub(crate) fn now_ms() -> i64 {
     let tp = nginx_sys::ngx_timeofday();
     tp.sec as i64 * 1000 + tp.msec as i64
+}
+
+/// nginx's monotonic clock (ms): durations, deadlines and liveness.
+pub(crate) fn mono_ms() -> i64 {
+    // SAFETY: a plain read of nginx's cached time, updated only by this worker's thread.
+    unsafe { nginx_sys::ngx_current_msec as i64 }
 }

@@ -329,6 +329,7 @@ unsafe extern "C" fn handler(s: *mut ngx_stream_session_t) {
     *(*s).ctx.add(ngx_stream_vid_module.ctx_index) = session.cast();
 
     ngx_log_error!(NGX_LOG_INFO, (*c).log, "rtmp: client connected");
+    super::metrics::rtmp_connected();
     (*(*c).read).handler = Some(read_handler);
     (*(*c).write).handler = Some(write_handler);
 
@@ -351,6 +352,7 @@ unsafe extern "C" fn cleanup(data: *mut c_void) {
     let _ = catch_unwind(AssertUnwindSafe(|| {
         let mut zone = session.zone;
         session.conn.close(now_ms(), &mut zone);
+        super::metrics::ingest(ptr::null_mut(), &mut session.conn, None);
     }));
     // Log lines of the final close go to the cycle log: the connection log is gone.
     let log = ngx::log::ngx_cycle_log().as_ptr();
@@ -381,6 +383,11 @@ unsafe fn feed(c: *mut ngx_connection_t, session: &mut Session, data: &[u8]) -> 
     let res = catch_unwind(AssertUnwindSafe(|| {
         session.conn.feed(data, now_ms(), &mut zone)
     }));
+    super::metrics::ingest(
+        c,
+        &mut session.conn,
+        res.as_ref().ok().and_then(|r| r.as_ref().err()),
+    );
     for (level, msg) in session.conn.take_log() {
         log_line((*c).log, level, &msg);
     }
