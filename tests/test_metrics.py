@@ -313,3 +313,35 @@ def test_prometheus_scrapes_ingest_rate_and_counters_survive_reload(vid_factory)
         prom.stop()
         pub.kill()
         pub.wait()
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def test_player_page_shows_status_and_ingest_chart(vid):
+    """The player page, in headless Chromium, lists the stream with its status, viewers
+    and an SVG chart of the ingest bit rate drawn from the status API."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip("chromium not installed")
+    key = "pagestatus"
+    pub = publish(vid.rtmp_url(key), seconds=30)
+    try:
+        live_playlist(vid, key)
+        with tempfile.TemporaryDirectory(prefix="vid-chromium-") as profile:
+            p = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}",
+                                "--virtual-time-budget=9000", "--dump-dom", vid.url("/")],
+                               capture_output=True, text=True, timeout=90)
+        dom = p.stdout
+        row = re.search(rf'<tr data-key="{key}".*?</tr>', dom, re.S)
+        assert row, dom[-3000:]
+        cells = re.findall(r"<td[^>]*>(.*?)</td>", row.group(0), re.S)
+        assert re.sub(r"<[^>]+>", "", cells[5]) == "live", cells[5]
+        assert cells[6].isdigit(), cells[6]
+        # The chart: a line through several samples of a non-zero bit rate.
+        line = re.search(r'<polyline points="([^"]+)" class="chart-line"', cells[7])
+        assert line, cells[7]
+        assert len(line.group(1).split()) >= 3
+        assert "kbit/s" in cells[7] or "Mbit/s" in cells[7]
+    finally:
+        pub.kill()
+        pub.wait()
