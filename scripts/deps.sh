@@ -5,6 +5,7 @@
 #                           chromium (the player tests drive it with playwright-core),
 #                           node + npm (m3u8-parser, playwright-core)
 #   scripts/deps.sh bench   + nginx with nginx-rtmp-module (the peer we compare with), wrk
+#   scripts/deps.sh image   + podman, debootstrap (scripts/test-image.sh)
 set -euo pipefail
 what=${1:-build}
 
@@ -14,9 +15,10 @@ command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
 command -v npm >/dev/null 2>&1 || pkgs+=(npm)
 case "$what" in
   build) ;;
-  test) pkgs+=(ffmpeg python3-pip curl procps chromium) ;;
+  test) pkgs+=(ffmpeg python3-pip curl procps chromium prometheus) ;;
+  image) pkgs+=(ffmpeg curl podman debootstrap) ;;
   bench) pkgs+=(ffmpeg python3-pip curl procps nginx libnginx-mod-rtmp wrk) ;;
-  *) echo "usage: $0 build|test|bench" >&2; exit 2 ;;
+  *) echo "usage: $0 build|test|bench|image" >&2; exit 2 ;;
 esac
 
 missing=()
@@ -35,7 +37,7 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 command -v cargo >/dev/null || { echo "deps: Rust (cargo) is required: https://rustup.rs" >&2; exit 1; }
 
-if [ "$what" != build ]; then
+if [ "$what" = test ] || [ "$what" = bench ]; then
   py=(pytest==8.3.3 imageio-ffmpeg==0.8.1)
   for spec in "${py[@]}"; do
     name=${spec%%==*}

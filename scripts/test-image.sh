@@ -14,6 +14,7 @@ work=${VID_IMAGE_WORK:-/var/tmp/vid-image}
 steps=6; step=0; t0=$(date +%s)
 say() { step=$((step + 1)); echo "== test-image [$step/$steps, $(( $(date +%s) - t0 ))s] $*"; }
 [ "$(id -u)" = 0 ] || { echo "test-image: needs root (debootstrap, chroot)" >&2; exit 1; }
+scripts/deps.sh image
 for t in podman debootstrap ffmpeg curl; do
   command -v $t >/dev/null || { echo "test-image: $t not found" >&2; exit 1; }
 done
