@@ -154,6 +154,9 @@ def test_request_counters_match_clients_with_two_workers(vid_factory):
         assert metric(samples, "vid_render_cache_lookups_total") >= 1
         assert ("vid_worker_held_requests", frozenset({("worker", "1")})) in samples
         promtool_check(scrape(vid))
+        # nginx's stub_status works beside it (what nginx-prometheus-exporter reads).
+        stub = vid.get("/stub_status")
+        assert stub.status == 200 and re.match(r"Active connections: \d+", stub.text), stub.text
 
         # The access log: the kind, MSN and part asked for, and the wait of held requests.
         lines = (vid.prefix / "logs" / "hls_access.log").read_text().splitlines()
