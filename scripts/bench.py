@@ -655,10 +655,14 @@ def run(args):
     os.chmod(workdir, 0o755)  # nginx workers (nobody) write below it
     ok = False
     try:
+        total = len(args.publishers) * args.repeat * len(args.servers)
+        done = 0
         for n in args.publishers:
             for r in range(args.repeat):
                 # Alternate the servers within each repeat, so drift hits both alike.
                 for name in args.servers:
+                    done += 1
+                    log(f"[load {done}/{total}] {name}: {n} publishers for {args.seconds:g} s ...")
                     server = SERVERS[name](name, args.workers)
                     got = measure_load(server, n, args.seconds, input_path, workdir)
                     res.load.setdefault((name, n), []).append(got)
@@ -666,6 +670,7 @@ def run(args):
                         f"{got.cpu_per_stream_minute:.4f} CPU s/stream-min, "
                         f"worker RSS {got.max_worker_rss_mib:.1f} MiB "
                         f"({got.private_of_max_rss_mib:.1f} without shared memory)")
+        log(f"[wrk] playlist requests/s: {args.repeat} run(s) per server ...")
         res.wrk = measure_playlists([SERVERS[name](name, args.workers) for name in args.servers],
                                     input_path, workdir, args)
         ok = True

@@ -70,8 +70,11 @@ def main():
     results = {label: [] for label, _ in cases}
     with tempfile.TemporaryDirectory(prefix="vid-bench-codecs-") as workdir:
         os.chmod(workdir, 0o755)  # workers run as nobody when started as root
-        for _ in range(args.repeat):
-            for label, kw in cases:
+        total = args.repeat * len(cases)
+        for rep in range(args.repeat):
+            for i, (label, kw) in enumerate(cases):
+                bench.log(f"[{rep * len(cases) + i + 1}/{total}] {label}, run {rep + 1}/{args.repeat} "
+                          f"({args.publishers} publishers, {args.seconds:g} s)")
                 results[label].append(measure(label, args.publishers, args.seconds, workdir=workdir, **kw))
     base = bench.median(results[cases[0][0]])
     print(f"\nvid ingest cost by codec and output: {args.publishers} publishers, "

@@ -289,10 +289,13 @@ def main():
     a = ap.parse_args()
     print("$ " + " ".join([sys.executable] + sys.argv))
     print(f"host: {os.cpu_count()} CPUs, {os.uname().release}")
-    if not a.skip_parts:
-        bench_parts(a.workers, a.seconds, a.clients)
-    if not a.skip_wrk:
-        bench_wrk(a.wrk_workers, a.wrk_runs, a.wrk_duration)
+    steps = [s for s, skip in (("part availability", a.skip_parts), ("playlist requests/s", a.skip_wrk)) if not skip]
+    for i, name in enumerate(steps, 1):
+        print(f"\n== [step {i}/{len(steps)}] {name}", flush=True)
+        if name == "part availability":
+            bench_parts(a.workers, a.seconds, a.clients)
+        else:
+            bench_wrk(a.wrk_workers, a.wrk_runs, a.wrk_duration)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@
 #                           node + npm (m3u8-parser, playwright-core), Debian's nginx,
 #                           sqlite3 and postgresql (recordings and catalog tests)
 #   scripts/deps.sh bench   + nginx with nginx-rtmp-module (the peer we compare with), wrk
+#   scripts/deps.sh image   + podman, debootstrap (scripts/test-image.sh)
 set -euo pipefail
 what=${1:-build}
 
@@ -16,10 +17,12 @@ command -v npm >/dev/null 2>&1 || pkgs+=(npm)
 case "$what" in
   build) ;;
   # nginx: the stock server of the recordings test; sqlite3, postgresql: the catalog tests;
-  # g++: libFuzzer (fuzz smoke run); faketime: clock-step tests; openssl: RTMPS certificates.
-  test) pkgs+=(ffmpeg python3-pip curl procps chromium nginx sqlite3 postgresql faketime g++ openssl) ;;
+  # g++: libFuzzer (fuzz smoke run); faketime: clock-step tests; openssl: RTMPS certificates;
+  # prometheus: promtool and a real Prometheus for the metrics tests.
+  test) pkgs+=(ffmpeg python3-pip curl procps chromium nginx sqlite3 postgresql faketime g++ openssl prometheus) ;;
+  image) pkgs+=(ffmpeg curl podman debootstrap) ;;
   bench) pkgs+=(ffmpeg python3-pip curl procps nginx libnginx-mod-rtmp wrk) ;;
-  *) echo "usage: $0 build|test|bench" >&2; exit 2 ;;
+  *) echo "usage: $0 build|test|bench|image" >&2; exit 2 ;;
 esac
 
 missing=()
@@ -38,7 +41,7 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 command -v cargo >/dev/null || { echo "deps: Rust (cargo) is required: https://rustup.rs" >&2; exit 1; }
 
-if [ "$what" != build ]; then
+if [ "$what" = test ] || [ "$what" = bench ]; then
   py=(pytest==8.3.3 imageio-ffmpeg==0.8.1)
   for spec in "${py[@]}"; do
     name=${spec%%==*}

@@ -5,7 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rtmp=${RTMP_PORT:-1935}; http=${HTTP_PORT:-8080}; workers=${WORKERS:-auto}
 prefix=$(mkdir -p "${VID_PREFIX:-run}" && cd "${VID_PREFIX:-run}" && pwd)
+echo "== [1/3] build nginx + vid (scripts/build.sh)"
 scripts/build.sh
+echo "== [2/3] config: $prefix/conf/nginx.conf"
 mkdir -p "$prefix"/{conf,logs,media}
 chmod 1777 "$prefix/media"   
 scripts/render-conf.sh "$prefix" "$rtmp" "$http" "$workers" > "$prefix/conf/nginx.conf"
@@ -20,4 +22,5 @@ vid origin on 127.0.0.1 (config: $prefix/conf/nginx.conf, log: $prefix/logs/erro
 Ctrl-C stops it.
 
 MSG
+echo "== [3/3] nginx running (metrics: http://127.0.0.1:$http/metrics)"
 exec build/sbin/nginx -p "$prefix" -c conf/nginx.conf -e logs/error.log -g 'daemon off;'

@@ -19,6 +19,7 @@ pub mod flv;
 pub mod fuzzing;
 pub mod ingest;
 pub mod media;
+pub mod metrics;
 pub mod mux;
 pub mod playlist;
 pub mod record;

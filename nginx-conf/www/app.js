@@ -54,6 +54,10 @@
   let lastTime = -1;
   let playOrigin = null; // currentTime at the first "playing" event
   let streams = [];
+  // Ingest bit rate history per stream, from the status API: {t, bps} samples.
+  const ingest = new Map();
+  const CHART_SECONDS = 120;
+  const STALL_SECONDS = 3; // a live stream whose last frame is older shows as stalled
   let source = null; // the playlist URL being played
 
   // ---- helpers -----------------------------------------------------------------------
@@ -362,6 +366,59 @@
     for (const tr of $("streams").children) tr.classList.toggle("selected", tr.dataset.key === stats.key);
   }
 
+  // The status of a stream in a few words, from the status API (`state`, `status`).
+  function statusText(s) {
+    const st = s.status || {};
+    if (s.state === "ended" || !s.live) return "ended";
+    if (st.last_frame_age != null && st.last_frame_age > STALL_SECONDS) return `stalled ${Math.round(st.last_frame_age)} s`;
+    return "live";
+  }
+
+  function recordIngest(list) {
+    const now = Date.now();
+    for (const s of list) {
+      if (!ingest.has(s.key)) ingest.set(s.key, []);
+      const h = ingest.get(s.key);
+      h.push({ t: now, bps: (s.status && s.live) ? s.status.ingest_bitrate || 0 : 0 });
+      while (h.length && now - h[0].t > CHART_SECONDS * 1000) h.shift();
+    }
+    for (const k of ingest.keys()) if (!list.some((s) => s.key === k)) ingest.delete(k);
+  }
+
+  // A small SVG chart of the ingest bit rate over the last CHART_SECONDS, scaled to its
+  // own peak (labelled).
+  function ingestChart(key) {
+    const NS = "http://www.w3.org/2000/svg";
+    const w = 180, h = 36;
+    const svg = document.createElementNS(NS, "svg");
+    svg.setAttribute("viewBox", `0 0 ${w} ${h}`);
+    svg.setAttribute("width", w);
+    svg.setAttribute("height", h);
+    svg.setAttribute("class", "chart");
+    const hist = ingest.get(key) || [];
+    const now = Date.now();
+    const peak = Math.max(1, ...hist.map((p) => p.bps));
+    const x = (t) => w - ((now - t) / (CHART_SECONDS * 1000)) * w;
+    const y = (b) => h - 2 - (b / peak) * (h - 12);
+    if (hist.length > 1) {
+      const pts = hist.map((p) => `${x(p.t).toFixed(1)},${y(p.bps).toFixed(1)}`);
+      const area = document.createElementNS(NS, "polygon");
+      area.setAttribute("points", `${x(hist[0].t).toFixed(1)},${h} ${pts.join(" ")} ${x(hist[hist.length - 1].t).toFixed(1)},${h}`);
+      area.setAttribute("class", "chart-area");
+      const line = document.createElementNS(NS, "polyline");
+      line.setAttribute("points", pts.join(" "));
+      line.setAttribute("class", "chart-line");
+      svg.append(area, line);
+    }
+    const label = document.createElementNS(NS, "text");
+    label.setAttribute("x", 2);
+    label.setAttribute("y", 9);
+    label.setAttribute("class", "chart-label");
+    label.textContent = hist.length ? `${fmtRate(hist[hist.length - 1].bps)} (peak ${fmtRate(peak)})` : "–";
+    svg.append(label);
+    return svg;
+  }
+
   function renderList() {
     const body = $("streams");
     const now = Date.now();
@@ -377,6 +434,9 @@
         s.width && s.height ? `${s.width}x${s.height}${s.frame_rate ? " @ " + Math.round(s.frame_rate * 100) / 100 : ""}` : "–",
         fmtRate(s.average_bandwidth || s.bandwidth),
         s.live ? fmtUptime(now - Date.parse(s.started)) : "ended",
+        statusText(s),
+        s.status ? String(s.status.viewers) : "–",
+        ingestChart(s.key),
       ];
       for (const c of cells) {
         const td = document.createElement("td");
@@ -385,6 +445,11 @@
         tr.appendChild(td);
       }
       if (s.bandwidth) tr.cells[3].title = `peak ${fmtRate(s.bandwidth)}`;
+      const pub = (s.status && s.status.publisher) || {};
+      tr.cells[5].title = [pub.address && `publisher ${pub.address}`, pub.software,
+        s.status && s.status.last_frame_age != null && `last frame ${s.status.last_frame_age.toFixed(1)} s ago`]
+        .filter(Boolean).join("\n");
+      tr.cells[5].className = "state-" + statusText(s).split(" ")[0];
       return tr;
     });
     body.replaceChildren(...rows);
@@ -400,6 +465,7 @@
       if (!r.ok) throw new Error(`HTTP ${r.status}`);
       const j = await r.json();
       streams = (Array.isArray(j.streams) ? j.streams : []).filter((s) => s && KEY_RE.test(s.key));
+      recordIngest(streams);
       renderList();
     } catch (e) {
       $("list-status").textContent = `stream list unavailable (${e.message || e})`;

@@ -123,6 +123,10 @@ pub struct Connection {
     /// A publish waiting for the publish callback.
     gate: crate::auth::gate::Gate,
     sessions: Vec<Summary>,
+    /// Counted since the last [`Connection::take_stats`], for the stream `stats_key`.
+    stats: crate::metrics::IngestDelta,
+    stats_key: Option<String>,
+    flash_ver: Option<String>,
 }
 
 impl Connection {
@@ -143,6 +147,9 @@ impl Connection {
             unix_s: 0,
             gate: crate::auth::gate::Gate::new(callback),
             sessions: Vec::new(),
+            stats: Default::default(),
+            stats_key: None,
+            flash_ver: None,
         }
     }
 
@@ -154,6 +161,18 @@ impl Connection {
     /// Catalog rows (publish sessions, recordings) produced since the last call.
     pub fn take_sessions(&mut self) -> Vec<Summary> {
         std::mem::take(&mut self.sessions)
+    }
+
+    /// What was counted since the last call, and for which stream (None: nothing to say).
+    pub fn take_stats(&mut self) -> Option<(String, crate::metrics::IngestDelta)> {
+        let key = self.stats_key.clone()?;
+        let d = std::mem::take(&mut self.stats);
+        (!d.is_empty()).then_some((key, d))
+    }
+
+    /// The publisher's software, as its RTMP `connect` named it (`flashVer`).
+    pub fn publisher_software(&self) -> Option<&str> {
+        self.flash_ver.as_deref()
     }
 
     /// Bytes waiting to be sent to the publisher.
@@ -194,6 +213,7 @@ impl Connection {
         now: Now,
         shared: &mut dyn SharedIndex,
     ) -> Result<(), IngestError> {
+        self.stats.bytes += data.len() as u64;
         let mut events = std::mem::take(&mut self.events);
         let fed = self.rtmp.feed(data, &mut events).map_err(IngestError::Rtmp);
         let mut result = Ok(());
@@ -269,7 +289,8 @@ impl Connection {
     ) -> Result<(), IngestError> {
         let now_ms = now.mono_ms;
         match ev {
-            Event::Connect { app, .. } => {
+            Event::Connect { app, flash_ver, .. } => {
+                self.flash_ver = flash_ver;
                 self.say(LogLevel::Info, format!("connect app \"{app}\""));
                 self.app = Some(app);
                 Ok(())
@@ -404,6 +425,8 @@ impl Connection {
         });
         segmenter.set_target_duration(td);
         self.rtmp.accept_publish(stream_id);
+        (self.stats.published, self.stats.segment_target_ms) = (true, self.cfg.segment_target_ms);
+        self.stats_key = Some(name.clone());
         let app = self.app.clone().unwrap_or_default();
         if let Some(pid) = claim.took_over {
             self.say(
@@ -457,6 +480,7 @@ impl Connection {
         else {
             return Ok(());
         };
+        self.stats.frames += 1;
         let out = &mut self.outputs;
         match kind {
             TrackKind::Video => match flv::parse_video(&data).map_err(IngestError::Media)? {
@@ -529,6 +553,7 @@ impl Connection {
         }
         self.sessions.extend(p.session.take_updates());
         let key = p.key;
+        self.stats.unpublished = true;
         let app = self.app.clone().unwrap_or_default();
         let grace = self.cfg.lifecycle.grace_ms;
         if end || grace == 0 {
@@ -583,6 +608,7 @@ impl Connection {
             }
         }
         let outputs = &self.outputs[..written];
+        self.stats.add_outputs(outputs);
         let key = &p.key;
         let (slot, id) = (p.slot, p.publish_id);
         let sweep = now_ms >= p.next_sweep_ms;

@@ -98,7 +98,7 @@ static mut FORMATS: [ngx_conf_enum_t; 3] = [
     },
 ];
 
-static mut COMMANDS: [ngx_command_t; 12] = [
+static mut COMMANDS: [ngx_command_t; 13] = [
     command(
         ngx::ngx_string!("hls_live_max_held"),
         NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
@@ -119,6 +119,13 @@ static mut COMMANDS: [ngx_command_t; 12] = [
         ngx_conf_set_flag_slot,
         NGX_HTTP_LOC_CONF_OFFSET,
         core::mem::offset_of!(LocConf, token_bind_addr),
+    ),
+    command(
+        ngx::ngx_string!("hls_live_metrics"),
+        NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
+        super::metrics::set_hls_live_metrics,
+        NGX_HTTP_LOC_CONF_OFFSET,
+        0,
     ),
     command(
         ngx::ngx_string!("hls_live_variants"),
@@ -182,8 +189,8 @@ static mut COMMANDS: [ngx_command_t; 12] = [
 ];
 
 static CTX: ngx_http_module_t = ngx_http_module_t {
-    preconfiguration: None,
-    postconfiguration: None,
+    preconfiguration: Some(super::vars::preconfiguration),
+    postconfiguration: Some(super::vars::postconfiguration),
     create_main_conf: None,
     init_main_conf: None,
     create_srv_conf: None,
@@ -409,14 +416,14 @@ unsafe extern "C" fn streams_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
             return rc;
         }
         let conf = &*(*(*r).loc_conf.add(ngx_http_vid_module.ctx_index) as *const LocConf);
-        let mut list = Zone(conf.zone)
+        let list = Zone(conf.zone)
             .with_table(|t| {
                 t.iter()
                     .filter_map(playlist::StreamSummary::of)
                     .collect::<Vec<_>>()
             })
             .unwrap_or_default();
-        let body = playlist::streams_json(&mut list);
+        let body = super::metrics::status_body(list);
         send_text(r, playlist::JSON_MIME, body.as_bytes(), 1)
     };
     match catch_unwind(AssertUnwindSafe(run)) {
@@ -478,6 +485,7 @@ unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
     };
     // The TS playlist has no LL-HLS features.
     let low_latency = conf.low_latency == 1 && format == Format::Fmp4;
+    super::vars::note(r, key, &media, low_latency);
     match media {
         MediaFile::MediaPlaylist => {
             let req = if low_latency {
@@ -704,9 +712,11 @@ pub(super) unsafe fn send_media_playlist(
         );
         if let Some((v, body)) = c.get(&key) {
             if *v == version {
+                super::metrics::render_cache(true);
                 return body.clone();
             }
         }
+        super::metrics::render_cache(false);
         let opts = playlist::RenderOptions {
             low_latency,
             format,

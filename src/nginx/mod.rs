@@ -12,9 +12,11 @@ mod callback;
 mod catalog;
 mod conf_check;
 mod http;
+mod metrics;
 mod recordings;
 mod stream;
 mod sweeper;
+mod vars;
 mod wait;
 mod zone;
 
@@ -104,3 +106,4 @@ pub(crate) fn now_ms() -> i64 {
     let tp = nginx_sys::ngx_timeofday();
     tp.sec as i64 * 1000 + tp.msec as i64
 }
+

@@ -552,6 +552,7 @@ unsafe extern "C" fn handler(s: *mut ngx_stream_session_t) {
     *(*s).ctx.add(ngx_stream_vid_module.ctx_index) = session.cast();
 
     ngx_log_error!(NGX_LOG_INFO, (*c).log, "rtmp: client connected");
+    super::metrics::rtmp_connected();
     (*(*c).read).handler = Some(read_handler);
     (*(*c).write).handler = Some(write_handler);
 
@@ -617,6 +618,7 @@ unsafe extern "C" fn cleanup(data: *mut c_void) {
     let _ = catch_unwind(AssertUnwindSafe(|| {
         let mut zone = session.zone;
         session.conn.close_at(now(), &mut zone);
+        super::metrics::ingest(ptr::null_mut(), &mut session.conn, None);
     }));
     // Log lines of the final close go to the cycle log: the connection log is gone.
     let log = ngx::log::ngx_cycle_log().as_ptr();
@@ -649,6 +651,11 @@ unsafe fn feed(c: *mut ngx_connection_t, session: &mut Session, data: &[u8]) -> 
     let res = catch_unwind(AssertUnwindSafe(|| {
         session.conn.feed_at(data, now(), &mut zone)
     }));
+    super::metrics::ingest(
+        c,
+        &mut session.conn,
+        res.as_ref().ok().and_then(|r| r.as_ref().err()),
+    );
     for (level, msg) in session.conn.take_log() {
         log_line((*c).log, level, &msg);
     }
@@ -701,6 +708,11 @@ unsafe fn answer(
     let res = catch_unwind(AssertUnwindSafe(|| {
         session.conn.resolve_publish(d, super::now(), &mut zone)
     }));
+    super::metrics::ingest(
+        c,
+        &mut session.conn,
+        res.as_ref().ok().and_then(|r| r.as_ref().err()),
+    );
     for (level, msg) in session.conn.take_log() {
         log_line((*c).log, level, &msg);
     }

@@ -111,6 +111,7 @@ pub unsafe fn hold(
     });
     (*cln).handler = Some(cleanup);
     (*cln).data = id as *mut core::ffi::c_void;
+    super::vars::held(r, key);
     // Notice a client that goes away while it waits.
     (*r).read_event_handler = Some(ngx_http_test_reading);
     let main = (*r).main;
@@ -264,6 +265,7 @@ fn judge(idx: &StreamIndex, want: &Want, now: i64, deadline: i64) -> Verdict {
 unsafe fn release(w: Waiter, verdict: Verdict, idx: &StreamIndex) {
     let r = w.r;
     (*w.cleanup).handler = None;
+    super::vars::released(r);
     let c = (*r).connection;
     let rc = match verdict {
         Verdict::Ready => match &w.want {

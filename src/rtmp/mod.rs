@@ -96,7 +96,12 @@ impl Default for SessionConfig {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
     /// `connect` (already answered with `_result`). `app` has a trailing '/' removed.
-    Connect { app: String, tc_url: Option<String> },
+    /// `flash_ver`: the client's software (`flashVer`, e.g. `FMLE/3.0 (compatible; Lavf59.27.100)`).
+    Connect {
+        app: String,
+        tc_url: Option<String>,
+        flash_ver: Option<String>,
+    },
     /// `publish`: answer with [`Session::accept_publish`] or [`Session::reject_publish`].
     /// `name` is the publish name before '?', `query` what follows it.
     Publish {
@@ -819,6 +824,10 @@ impl Session {
         };
         let app = app.strip_suffix('/').unwrap_or(app).to_owned();
         let tc_url = obj.get("tcUrl").and_then(Value::as_str).map(str::to_owned);
+        let flash_ver = obj
+            .get("flashVer")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         self.connected = true;
 
         let win = self.cfg.window_ack_size.to_be_bytes();
@@ -850,7 +859,11 @@ impl Session {
                 ]),
             ],
         );
-        events.push(Event::Connect { app, tc_url });
+        events.push(Event::Connect {
+            app,
+            tc_url,
+            flash_ver,
+        });
         Ok(())
     }
 

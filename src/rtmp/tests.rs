@@ -89,6 +89,7 @@ fn connect_cmd(app: &str) -> Vec<u8> {
             ("app".into(), s(app)),
             ("type".into(), s("nonprivate")),
             ("tcUrl".into(), s(&format!("rtmp://127.0.0.1/{app}"))),
+            ("flashVer".into(), s("FMLE/3.0 (compatible; test)")),
         ]),
     ])
 }
@@ -234,7 +235,8 @@ fn plain_handshake() {
         p.events,
         vec![Event::Connect {
             app: "live".into(),
-            tc_url: Some("rtmp://127.0.0.1/live".into())
+            tc_url: Some("rtmp://127.0.0.1/live".into()),
+            flash_ver: Some("FMLE/3.0 (compatible; test)".into()),
         }]
     );
     assert_eq!(p.s.bytes_in(), (all.len() + c2.len()) as u64);

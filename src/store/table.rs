@@ -91,6 +91,11 @@ impl<'a> Table<'a> {
             .position(|s| s.state() != StreamState::Free && s.key() == key)
     }
 
+    /// Slots in the table, used or not.
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
     /// Every slot ever used, free ones included.
     pub fn iter(&self) -> impl Iterator<Item = &StreamIndex> + '_ {
         self.used().iter()
