@@ -12,6 +12,7 @@
 //! the only place with FFI.
 
 pub mod codec;
+pub mod edge;
 pub mod flv;
 pub mod ingest;
 pub mod media;

@@ -4,8 +4,10 @@
 //! - `http`: the `hls_live` location handler (playlists and media).
 //! - `zone`: the shared-memory zone holding every stream's index.
 //! - `sweeper`: a per-worker timer that retires ended streams and their files.
+//! - `edge`: the `hls_live_edge` handler (a vid edge: coalesced, woken origin fetches).
 #![allow(clippy::missing_safety_doc)]
 
+mod edge;
 mod http;
 mod stream;
 mod sweeper;
@@ -16,23 +18,26 @@ use core::ffi::c_char;
 
 use nginx_sys::{ngx_msec_t, ngx_uint_t};
 
+pub use edge::ngx_http_vid_edge_module;
 pub use http::ngx_http_vid_module;
 pub use stream::ngx_stream_vid_module;
 
 // The module table nginx reads from a dynamic module: our two modules, in order.
 #[no_mangle]
 #[allow(non_upper_case_globals)]
-pub static mut ngx_modules: [*const nginx_sys::ngx_module_t; 3] = [
+pub static mut ngx_modules: [*const nginx_sys::ngx_module_t; 4] = [
     &raw const ngx_stream_vid_module,
     &raw const ngx_http_vid_module,
+    &raw const ngx_http_vid_edge_module,
     core::ptr::null(),
 ];
 
 #[no_mangle]
 #[allow(non_upper_case_globals)]
-pub static mut ngx_module_names: [*const c_char; 3] = [
+pub static mut ngx_module_names: [*const c_char; 4] = [
     c"ngx_stream_vid_module".as_ptr(),
     c"ngx_http_vid_module".as_ptr(),
+    c"ngx_http_vid_edge_module".as_ptr(),
     core::ptr::null(),
 ];
 
@@ -78,4 +83,9 @@ pub(crate) fn conf_ok() -> *mut c_char {
 pub(crate) fn now_ms() -> i64 {
     let tp = nginx_sys::ngx_timeofday();
     tp.sec as i64 * 1000 + tp.msec as i64
+}
+
+pub(crate) fn mono_ms() -> i64 {
+    // SAFETY: nginx's cached monotonic clock, written only by this worker's event loop.
+    unsafe { nginx_sys::ngx_current_msec as i64 }
 }
