@@ -250,3 +250,57 @@ def test_stock_edge_on_both_nginx_versions(vid_factory, edges, binary):
     finally:
         pub.kill()
         pub.wait()
+
+
+def test_vid_edge_fetcher_leaves_head_and_reload(vid_factory, edges):
+    o = vid_factory(access_log=True)
+    e = edges([o], name="videdge", workers=2)
+    key = "leave"
+    pub = publish(o.rtmp_url(key), seconds=40)
+    try:
+        edge_playlist(e, key, segments=2)
+        text = e.get(f"/live/{key}/index.m3u8").text
+        msn, part = map(int, HINT.search(text).groups())
+        # The next segment's first part: the origin holds it for ~1 s.
+        nxt = f"/live/{key}/index.m3u8?_HLS_msn={msn + 1}&_HLS_part=0"
+
+        async def leave_then_wait():
+            # The first request (it starts the fetch) goes away; a later one takes over.
+            r, w = await asyncio.open_connection("127.0.0.1", e.http_port)
+            w.write(f"GET {nxt} HTTP/1.1\r\nHost: edge\r\n\r\n".encode())
+            await w.drain()
+            await asyncio.sleep(0.1)
+            w.close()
+            await asyncio.sleep(0.1)
+            return await followers(e.http_port, nxt, 4)
+
+        res = asyncio.run(leave_then_wait())
+        assert {s for s, _, _ in res} == {200}, res
+        assert all(f'URI="{msn + 1}.0.m4s"' in b.decode() or f"#EXT-X-PART:" in b.decode() for _, b, _ in res)
+        # The abandoned fetch and the one that took over: at most 2 origin requests.
+        print(f"\norigin requests for the abandoned key: {per_uri(o, e, key)[nxt]}")
+        assert 1 <= per_uri(o, e, key)[nxt] <= 2
+        assert not re.search(r"\[(alert|crit)\]", e.log())
+
+        # HEAD: headers of the cached object, no body.
+        seg = parse_playlist(e.get(f"/live/{key}/index.m3u8").text)["segments"][0]["uri"]
+        g = e.get(f"/live/{key}/{seg}")
+        h = e.get(f"/live/{key}/{seg}", method="HEAD")
+        assert h.status == 200 and h.body == b"" and h.headers["Content-Length"] == str(len(g.body))
+        assert e.get(f"/live/{key}/{seg}", method="POST").status == 405
+
+        # nginx -s reload while 10 LL-HLS viewers play: no error (the table is kept).
+        def reload_soon():
+            time.sleep(2)
+            subprocess.run(e.cmd("-s", "reload"), check=True, capture_output=True)
+
+        import threading
+        t = threading.Thread(target=reload_soon)
+        t.start()
+        stats, got = run_viewers(e.http_port, key, 10, 5)
+        t.join()
+        assert not stats["errors"], stats["errors"][:5]
+        assert len(got) >= 5 * 3
+    finally:
+        pub.kill()
+        pub.wait()
