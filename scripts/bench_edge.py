@@ -143,6 +143,17 @@ def origin_counts(vid, edge_name, key):
     return parts, pls
 
 
+def obj_of(uri, key):
+    """("part"|"playlist", msn, part) of a request URI of the LL-HLS viewers, else None."""
+    m = re.fullmatch(rf"/live/{key}/(\d+)\.(\d+)\.m4s", uri)
+    if m:
+        return ("part", int(m.group(1)), int(m.group(2)))
+    m = re.fullmatch(rf"/live/{key}/index\.m3u8\?_HLS_msn=(\d+)&_HLS_part=(\d+)", uri)
+    if m:
+        return ("playlist", int(m.group(1)), int(m.group(2)))
+    return None
+
+
 def wait_live(url_get, key):
     def ready():
         r = url_get(f"/live/{key}/index.m3u8")
@@ -299,6 +310,34 @@ def main():
             print(f"  {kind} origin requests: " + "; ".join(ratios))
             print(f"  {kind} client requests {requests}, errors {errors}"
                   + (f" (e.g. {results[es[0].http_port][1]['errors'][:3]})" if errors else ""))
+
+        # The same, measured by the servers (nginx's $msec when the response was sent:
+        # the edges' access logs against origin A's line for the direct client), free of
+        # the Python clients' own queueing.
+        direct_srv = {}
+        for l in a.access_log():
+            m = re.match(r'(\S+) "([^"]+)" 200 \S+ \S+ edge=-$', l)
+            o = m and obj_of(m.group(2), key)
+            if o:
+                direct_srv.setdefault(o, float(m.group(1)))
+        print("the same, measured by nginx (response sent at the edge vs at the origin for the direct client):")
+        for kind, es in (("stock edge", stock), ("vid edge  ", vid)):
+            first = collections.defaultdict(list)
+            other = collections.defaultdict(list)
+            for e in es:
+                by_obj = collections.defaultdict(list)
+                for l in e.access_log():
+                    m = re.search(r'"GET (\S+) HTTP/[^"]+" 200 .* end=(\S+)$', l)
+                    o = m and obj_of(m.group(1), key)
+                    if o and o in direct_srv:
+                        by_obj[o].append(float(m.group(2)) - direct_srv[o])
+                for (k, _, _), ds in by_obj.items():
+                    ds.sort()
+                    first[k].append(ds[0])
+                    other[k].extend(ds[1:])
+            for k in ("playlist", "part"):
+                print(f"  {kind} {k:8s} first viewer: {fmt(first[k])}")
+                print(f"  {kind} {k:8s} the others:   {fmt(other[k])}")
 
         fkey = key_on(stock[0], [a, b], a, "failover")
         t0, listed, res = failover(a, b, stock, vid, fkey)
