@@ -3,7 +3,7 @@
 (nginx-conf/edge-vid.conf, `hls_live_edge`), in the same run, on loopback:
 
   origins A (2 workers) and B; two stock edges and two vid edges (2 workers each), all
-  in front of [A, B]; one stream on A (TD 1 s, parts 200 ms);
+  in front of [A, B]; one stream on A (TD 2 s, parts 200 ms);
   VIEWERS LL-HLS clients over the two stock edges and as many over the two vid edges,
   plus one client reading origin A directly. Each client behaves as hls.js in
   low-latency mode: keep-alive, a blocking playlist reload for the next part and a
@@ -17,7 +17,12 @@ Prints, per edge kind:
   - failover: origin A killed, the stream republished on B; time from the republish and
     from B listing its first part to the first new part at clients of each edge kind.
 
-    python3 scripts/bench_edge.py [--viewers 150] [--seconds 30]
+  - with --hlsjs SECONDS: hls.js (the player page in headless Chromium, tests/tools/play.js)
+    playing the stream directly from the origin, through a stock edge and through a vid
+    edge, one after the other: the camera-to-screen (wall clock, from PROGRAM-DATE-TIME)
+    latency it reports, median and p90.
+
+    python3 scripts/bench_edge.py [--viewers 150] [--seconds 30] [--hlsjs 30]
 """
 
 import argparse
@@ -27,6 +32,7 @@ import multiprocessing as mp
 import os
 import re
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -38,7 +44,7 @@ from conftest import Vid, http, publish, wait_for  # noqa: E402
 from test_cdn import HINT, Conn, kill_origin  # noqa: E402
 from test_edge import Edge  # noqa: E402
 
-TD = 1
+TD = 2  # the shipped default (hls_live_segment 2s), parts 200 ms
 PART_URI = re.compile(r'#EXT-X-PART:[^\n]*URI="(\d+)\.(\d+)\.m4s"')
 
 
@@ -227,21 +233,51 @@ def failover(a, b, stock, vid, key):
     return t0, listed[0], res
 
 
+# --- hls.js -------------------------------------------------------------------------------
+
+def hlsjs(page_origin, playlist, seconds):
+    """hls.js on the player page (served by PAGE_ORIGIN) playing PLAYLIST: (median, p90)
+    of its wall-clock latency samples in seconds, and its stall count."""
+    import json
+    import statistics
+    import urllib.parse
+
+    node, npm = shutil.which("node"), shutil.which("npm")
+    browser = ROOT / "tests" / "browser"
+    if not (browser / "node_modules" / "playwright-core").exists():
+        subprocess.run([npm, "ci", "--prefix", str(browser), "--no-audit", "--no-fund", "--loglevel=error"],
+                       check=True, timeout=300)
+    url = page_origin.url("/?src=" + urllib.parse.quote(playlist, safe=""))
+    out = subprocess.run([node, str(ROOT / "tests" / "tools" / "play.js"), "--url", url, "--seconds", str(seconds),
+                          "--startup-timeout", "60", "--chromium", shutil.which("chromium") or "/usr/bin/chromium"],
+                         capture_output=True, text=True, timeout=seconds + 180)
+    lines = [l for l in out.stdout.splitlines() if l.startswith("{")]
+    if not lines:
+        return None, None, f"no report: {out.stderr[-300:]}"
+    st = json.loads(lines[-1]).get("stats") or {}
+    wall = sorted(x["wall"] for x in st.get("latency", []) if x.get("wall") is not None)
+    if not wall:
+        return None, None, "no samples"
+    return statistics.median(wall), wall[int(len(wall) * .9)], st.get("stalls")
+
+
 # --- main -----------------------------------------------------------------------------------
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--viewers", type=int, default=150, help="per edge kind, over its 2 edges")
     ap.add_argument("--seconds", type=float, default=30)
+    ap.add_argument("--hlsjs", type=int, default=0, metavar="SECONDS",
+                    help="also play with hls.js direct / stock edge / vid edge for SECONDS each")
     args = ap.parse_args()
     made = []
     try:
-        a = Vid(workers=2, access_log=True).start()
+        a = Vid(workers=2, access_log=True, segment=f"{TD}s", window=6).start()
         made.append(a)
-        b = Vid(workers=1, access_log=True).start()
+        b = Vid(workers=1, access_log=True, segment=f"{TD}s", window=6).start()
         made.append(b)
-        stock = [Edge([a, b], name=f"stock{i}", workers=2, conf="edge.conf").start() for i in (1, 2)]
-        vid = [Edge([a, b], name=f"vid{i}", workers=2, conf="edge-vid.conf").start() for i in (1, 2)]
+        stock = [Edge([a, b], name=f"stock{i}", workers=2, conf="edge.conf", td=TD).start() for i in (1, 2)]
+        vid = [Edge([a, b], name=f"vid{i}", workers=2, conf="edge-vid.conf", td=TD).start() for i in (1, 2)]
         made += stock + vid
         key = key_on(stock[0], [a, b], a, "bench")
         log(f"stream {key} on origin A; {args.viewers} viewers per edge kind for {args.seconds:.0f} s")
@@ -338,6 +374,22 @@ def main():
             for k in ("playlist", "part"):
                 print(f"  {kind} {k:8s} first viewer: {fmt(first[k])}")
                 print(f"  {kind} {k:8s} the others:   {fmt(other[k])}")
+
+        if args.hlsjs:
+            pub = publish(a.rtmp_url(key), seconds=3 * (args.hlsjs + 60))
+            try:
+                wait_live(a.get, key)
+                print(f"hls.js camera-to-screen latency (wall clock), {args.hlsjs} s each:")
+                for label, base in (("direct", a.url("")), ("stock edge", stock[0].url("")),
+                                    ("vid edge", vid[0].url(""))):
+                    med, p90, stalls = hlsjs(a, f"{base}/live/{key}/index.m3u8", args.hlsjs)
+                    if med is None:
+                        print(f"  {label:10s}: {stalls}")
+                    else:
+                        print(f"  {label:10s}: median {med * 1000:.0f} ms, p90 {p90 * 1000:.0f} ms, stalls {stalls}")
+            finally:
+                pub.kill()
+                pub.wait()
 
         fkey = key_on(stock[0], [a, b], a, "failover")
         t0, listed, res = failover(a, b, stock, vid, fkey)

@@ -31,12 +31,12 @@ TD = 1
 class Edge:
     """One edge: CONF (edge.conf or edge-vid.conf) rendered for BINARY."""
 
-    def __init__(self, origins, name="edge", workers=1, conf="edge-vid.conf", binary=NGINX):
+    def __init__(self, origins, name="edge", workers=1, conf="edge-vid.conf", binary=NGINX, td=TD):
         self.prefix = Path(tempfile.mkdtemp(prefix="vid-edge-"))
         os.chmod(self.prefix, 0o755)
         self.http_port, self.https_port = free_port(), free_port()
         self.name, self.origins, self.binary, self.workers = name, origins, Path(binary), workers
-        env = dict(os.environ, EDGE_TD=str(TD), EDGE_NAME=name, EDGE_WORKERS=str(workers),
+        env = dict(os.environ, EDGE_TD=str(td), EDGE_NAME=name, EDGE_WORKERS=str(workers),
                    EDGE_CONF=str(ROOT / "nginx-conf" / conf), EDGE_NGINX=str(binary))
         subprocess.run([str(ROOT / "scripts" / "render-edge.sh"), str(self.prefix), str(self.http_port),
                         str(self.https_port), *[f"127.0.0.1:{o.http_port}" for o in origins]],
