@@ -3,6 +3,7 @@
 #   scripts/deps.sh build   compiler deps for nginx + the vid module, node + npm (player page)
 #   scripts/deps.sh test    + ffmpeg, python test tools, a modern ffmpeg (imageio-ffmpeg),
 #                           chromium (the player tests drive it with playwright-core),
+#                           nginx (Debian's: tests/test_edge.py runs the stock edge on it),
 #                           node + npm (m3u8-parser, playwright-core)
 #   scripts/deps.sh bench   + nginx with nginx-rtmp-module (the peer we compare with), wrk
 set -euo pipefail
@@ -14,7 +15,7 @@ command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
 command -v npm >/dev/null 2>&1 || pkgs+=(npm)
 case "$what" in
   build) ;;
-  test) pkgs+=(ffmpeg python3-pip curl procps chromium) ;;
+  test) pkgs+=(ffmpeg python3-pip curl procps chromium nginx) ;;
   bench) pkgs+=(ffmpeg python3-pip curl procps nginx libnginx-mod-rtmp wrk) ;;
   *) echo "usage: $0 build|test|bench" >&2; exit 2 ;;
 esac
