@@ -202,18 +202,26 @@ def test_vid_edge_errors_are_clean(vid_factory, edges):
     res = asyncio.run(crowd("/live/nosuch/index.m3u8"))
     assert {s for s, _, _ in res} == {404}
     assert sum(per_uri(o, e, "nosuch").values()) == 1
-    # An origin error the cache does not keep (400: a part too far ahead) reaches every
-    # waiter, from one origin request.
+    # An origin error the edge does not turn into a cache hit reaches every waiter, from
+    # one origin request: the publisher freezes (SIGSTOP), the origin holds the blocking
+    # reload for the hinted part for 3 TD and answers 503.
     key = "errs"
     pub = publish(o.rtmp_url(key), seconds=30)
     try:
         edge_playlist(e, key, segments=2)
         text = e.get(f"/live/{key}/index.m3u8").text
         msn = int(HINT.search(text).group(1))
-        far = f"/live/{key}/index.m3u8?_HLS_msn={msn + 2}&_HLS_part=0"
-        res = asyncio.run(crowd(far, 6))
-        assert {s for s, _, _ in res} == {400}, res
-        assert per_uri(o, e, key)[far] == 1
+        assert e.get(f"/live/{key}/index.m3u8?_HLS_msn={msn + 2}&_HLS_part=0").status == 400
+        pub.send_signal(signal.SIGSTOP)
+        time.sleep(0.5)
+        m, p = HINT.search(e.get(f"/live/{key}/index.m3u8").text).groups()
+        held = f"/live/{key}/index.m3u8?_HLS_msn={m}&_HLS_part={p}"
+        t0 = time.monotonic()
+        res = asyncio.run(crowd(held, 8))
+        assert {s for s, _, _ in res} == {503}, [s for s, _, _ in res]
+        assert 2.5 * TD < time.monotonic() - t0 < 10
+        assert per_uri(o, e, key)[held] == 1
+        pub.send_signal(signal.SIGCONT)
     finally:
         pub.kill()
         pub.wait()
