@@ -19,7 +19,7 @@
 use core::ffi::{c_char, c_void};
 use core::{mem, ptr, slice};
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use nginx_sys::{
@@ -342,7 +342,8 @@ struct Fetch {
 #[derive(Default)]
 struct Registry {
     next_id: usize,
-    held: HashMap<usize, Held>,
+    /// By arrival: woken requests are answered first come, first served.
+    held: BTreeMap<usize, Held>,
     armed: bool,
 }
 
