@@ -9,7 +9,9 @@
 //! - somebody (any worker) fetches K: the request is held in this worker's registry;
 //! - when the fetch ends, the fetching worker marks K done in the zone and wakes its own
 //!   held requests at once (a posted event); the other workers notice within [`TICK_MS`]
-//!   (one timer per worker, armed only while something is held). Every held request is
+//!   (one timer per worker, armed only while something is held, that reads one counter
+//!   of finished fetches and looks at the table only when it moved, or every
+//!   [`FULL_CHECK_TICKS`] ticks for deadlines). Every held request is
 //!   then internally redirected to `PREFIX$uri?query`, which is a cache hit; if the fetch
 //!   failed (5xx, no answer) they get its status; past `hls_live_edge_timeout`, 504.
 //!
@@ -21,6 +23,7 @@ use core::{mem, ptr, slice};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use nginx_sys::{
     ngx_command_t, ngx_conf_set_msec_slot, ngx_conf_t, ngx_event_t, ngx_flag_t,
@@ -42,7 +45,10 @@ use super::{command, conf_ok, mono_ms, NGX_CONF_ERROR, NGX_CONF_UNSET_MSEC};
 use crate::edge::{self, Acquire, Slot, Verdict};
 
 /// How often a worker with held requests looks at the zone.
-pub const TICK_MS: ngx_msec_t = 2;
+pub const TICK_MS: ngx_msec_t = 1;
+/// Held requests are checked against the table (deadlines, taken-over fetches) at least
+/// every this many ticks even when no fetch finished.
+pub const FULL_CHECK_TICKS: u32 = 25;
 /// Held requests per worker.
 pub const MAX_HELD: usize = 65536;
 const DEFAULT_ZONE: usize = 1 << 20;
@@ -230,8 +236,8 @@ unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
 
 // --- the shared table ----------------------------------------------------------------
 
-/// "vid_edg1": bumped whenever `Header` or `Slot` changes.
-const MAGIC: u64 = 0x7669_645f_6564_6731;
+/// "vid_edg2": bumped whenever `Header` or `Slot` changes.
+const MAGIC: u64 = 0x7669_645f_6564_6732;
 
 #[repr(C)]
 struct Header {
@@ -239,6 +245,8 @@ struct Header {
     slot_size: usize,
     nslots: usize,
     slots: *mut Slot,
+    /// Fetches finished so far: read without the lock by every worker's tick.
+    finished: AtomicU64,
 }
 
 unsafe extern "C" fn zone_init(shm_zone: *mut ngx_shm_zone_t, data: *mut c_void) -> ngx_int_t {
@@ -277,6 +285,7 @@ unsafe extern "C" fn zone_init(shm_zone: *mut ngx_shm_zone_t, data: *mut c_void)
         slot_size: mem::size_of::<Slot>(),
         nslots: n,
         slots,
+        finished: AtomicU64::new(0),
     };
     (*sp).data = hdr.cast();
     zone.data = hdr.cast();
@@ -312,6 +321,28 @@ fn with_slots<R>(f: impl FnOnce(&mut [Slot]) -> R) -> Option<R> {
     }
 }
 
+fn header() -> Option<&'static Header> {
+    // SAFETY: see `with_slots`; `finished` is atomic, the rest is written once at init.
+    unsafe {
+        let zone = ZONE.with(|z| *z.borrow()).as_ref()?;
+        (zone.data as *const Header).as_ref()
+    }
+}
+
+/// Generation `gen` of slot `at` finished with `status` (0: abandoned): record it and
+/// let every worker know.
+fn finish_fetch(at: usize, gen: u32, status: u16) {
+    let now = mono_ms();
+    with_slots(|s| edge::finish(s, at, gen, status, now));
+    if let Some(h) = header() {
+        h.finished.fetch_add(1, Ordering::Release);
+    }
+}
+
+fn finished_count() -> u64 {
+    header().map_or(0, |h| h.finished.load(Ordering::Acquire))
+}
+
 // --- requests ------------------------------------------------------------------------
 
 /// A request on its way: where it goes once the object is in the cache.
@@ -345,6 +376,9 @@ struct Registry {
     /// By arrival: woken requests are answered first come, first served.
     held: BTreeMap<usize, Held>,
     armed: bool,
+    /// `finished` of the zone when the table was last looked at, and ticks since.
+    seen: u64,
+    ticks: u32,
 }
 
 thread_local! {
@@ -427,7 +461,7 @@ unsafe fn decide(req: Req, held: bool) -> ngx_int_t {
         Acquire::Fetch { gen } => {
             if !fetch(req.r, &req, at, gen) {
                 // Not even a subrequest: give up coalescing for this one.
-                with_slots(|s| edge::finish(s, at, gen, 0, now));
+                finish_fetch(at, gen, 0);
                 return redirect(req, held);
             }
             hold(req, at, gen, held)
@@ -501,8 +535,7 @@ unsafe extern "C" fn fetched(
     } else {
         502
     };
-    let now = mono_ms();
-    with_slots(|s| edge::finish(s, f.at, f.gen, status as u16, now));
+    finish_fetch(f.at, f.gen, status as u16);
     wake();
     rc
 }
@@ -512,8 +545,7 @@ unsafe extern "C" fn abandoned(data: *mut c_void) {
     let f = &mut *(data as *mut Fetch);
     if !f.done {
         f.done = true;
-        let now = mono_ms();
-        with_slots(|s| edge::finish(s, f.at, f.gen, 0, now));
+        finish_fetch(f.at, f.gen, 0);
         wake();
     }
 }
@@ -611,7 +643,7 @@ fn wake() {
         let mut w = w.borrow_mut();
         let ev: *mut ngx_event_t = &mut **w;
         if (*ev).handler.is_none() {
-            (*ev).handler = Some(tick);
+            (*ev).handler = Some(woken);
             (*ev).log = ngx::log::ngx_cycle_log().as_ptr();
         }
         if (*ev).posted() == 0 {
@@ -621,7 +653,15 @@ fn wake() {
 }
 
 unsafe extern "C" fn tick(ev: *mut ngx_event_t) {
-    if catch_unwind(|| check_held()).is_err() {
+    run_check(ev, false);
+}
+
+unsafe extern "C" fn woken(ev: *mut ngx_event_t) {
+    run_check(ev, true);
+}
+
+unsafe fn run_check(ev: *mut ngx_event_t, force: bool) {
+    if catch_unwind(|| check_held(force)).is_err() {
         ngx::ngx_log_error!(
             NGX_LOG_ALERT,
             (*ev).log,
@@ -630,7 +670,39 @@ unsafe extern "C" fn tick(ev: *mut ngx_event_t) {
     }
 }
 
-unsafe fn check_held() {
+/// `force`: a fetch of this worker finished; otherwise look at the table only when some
+/// fetch finished since the last look, or for deadlines every [`FULL_CHECK_TICKS`].
+unsafe fn check_held(force: bool) {
+    let count = finished_count();
+    let look = REGISTRY.with(|reg| {
+        let mut reg = reg.borrow_mut();
+        reg.ticks += 1;
+        let look = force || count != reg.seen || reg.ticks >= FULL_CHECK_TICKS;
+        if look {
+            reg.seen = count;
+            reg.ticks = 0;
+        }
+        look
+    });
+    if look {
+        check_table();
+    }
+    let more = REGISTRY.with(|reg| {
+        let mut reg = reg.borrow_mut();
+        reg.armed = !reg.held.is_empty();
+        reg.armed
+    });
+    if more {
+        TIMER.with(|t| {
+            let ev: *mut ngx_event_t = &mut **t.borrow_mut();
+            if (*ev).timer_set() == 0 {
+                nginx_sys::ngx_add_timer(ev, TICK_MS);
+            }
+        });
+    }
+}
+
+unsafe fn check_table() {
     let now = mono_ms();
     let ids: Vec<(usize, usize, u32, i64)> = REGISTRY.with(|reg| {
         reg.borrow()
@@ -667,18 +739,5 @@ unsafe fn check_held() {
             Verdict::Wait => {}
         }
         ngx_http_run_posted_requests(c);
-    }
-    let more = REGISTRY.with(|reg| {
-        let mut reg = reg.borrow_mut();
-        reg.armed = !reg.held.is_empty();
-        reg.armed
-    });
-    if more {
-        TIMER.with(|t| {
-            let ev: *mut ngx_event_t = &mut **t.borrow_mut();
-            if (*ev).timer_set() == 0 {
-                nginx_sys::ngx_add_timer(ev, TICK_MS);
-            }
-        });
     }
 }
