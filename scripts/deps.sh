@@ -3,7 +3,8 @@
 #   scripts/deps.sh build   compiler deps for nginx + the vid module, node + npm (player page)
 #   scripts/deps.sh test    + ffmpeg, python test tools, a modern ffmpeg (imageio-ffmpeg),
 #                           chromium (the player tests drive it with playwright-core),
-#                           node + npm (m3u8-parser, playwright-core), Debian's nginx,
+#                           node + npm (m3u8-parser, playwright-core), Debian's nginx
+#                           (the stock edge of tests/test_edge.py, the recordings test),
 #                           sqlite3 and postgresql (recordings and catalog tests)
 #   scripts/deps.sh bench   + nginx with nginx-rtmp-module (the peer we compare with), wrk
 #   scripts/deps.sh image   + podman, debootstrap (scripts/test-image.sh)

@@ -14,6 +14,7 @@
 pub mod auth;
 pub mod catalog;
 pub mod codec;
+pub mod edge;
 pub mod flv;
 #[doc(hidden)]
 pub mod fuzzing;

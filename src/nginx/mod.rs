@@ -5,12 +5,14 @@
 //! - `zone`: the shared-memory zone holding every stream's index.
 //! - `sweeper`: a per-worker timer that retires ended streams and their files.
 //! - `conf_check`: a configuration check that names a zone used but never defined.
+//! - `edge`: the `hls_live_edge` handler (a vid edge: coalesced, woken origin fetches).
 #![allow(clippy::missing_safety_doc)]
 
 mod auth;
 mod callback;
 mod catalog;
 mod conf_check;
+mod edge;
 mod http;
 mod metrics;
 mod recordings;
@@ -24,25 +26,28 @@ use core::ffi::c_char;
 
 use nginx_sys::{ngx_msec_t, ngx_uint_t};
 
+pub use edge::ngx_http_vid_edge_module;
 pub use http::ngx_http_vid_module;
 pub use stream::ngx_stream_vid_module;
 
 // The module table nginx reads from a dynamic module: our two modules, in order.
 #[no_mangle]
 #[allow(non_upper_case_globals)]
-pub static mut ngx_modules: [*const nginx_sys::ngx_module_t; 4] = [
+pub static mut ngx_modules: [*const nginx_sys::ngx_module_t; 5] = [
     &raw const ngx_stream_vid_module,
     &raw const ngx_http_vid_module,
     &raw const conf_check::ngx_vid_core_module,
+    &raw const ngx_http_vid_edge_module,
     core::ptr::null(),
 ];
 
 #[no_mangle]
 #[allow(non_upper_case_globals)]
-pub static mut ngx_module_names: [*const c_char; 4] = [
+pub static mut ngx_module_names: [*const c_char; 5] = [
     c"ngx_stream_vid_module".as_ptr(),
     c"ngx_http_vid_module".as_ptr(),
     c"ngx_vid_core_module".as_ptr(),
+    c"ngx_http_vid_edge_module".as_ptr(),
     core::ptr::null(),
 ];
 
@@ -106,4 +111,3 @@ pub(crate) fn now_ms() -> i64 {
     let tp = nginx_sys::ngx_timeofday();
     tp.sec as i64 * 1000 + tp.msec as i64
 }
-
