@@ -253,6 +253,42 @@ def test_retention_removes_old_recording_only(vid_factory):
     assert "retention: recording \"old/" in vid.log()
 
 
+def test_republish_within_grace_continues_the_recording(vid_factory):
+    """An encoder whose connection is lost (killed: no unpublish) and that publishes again
+    within hls_live_grace continues one recording, with a DISCONTINUITY, not two; the
+    finished recording is a VOD that ffmpeg plays through the discontinuity, and the
+    catalog has one session for it."""
+    vid = vid_factory(segment="1s", window=6, stream_extra="hls_live_record on; hls_live_grace 15s;")
+    db = vid.prefix / "media" / "catalog.sqlite"
+    first = publish(vid.rtmp_url("cont"), seconds=120, size="160x120")
+    try:
+        wait_for(lambda: recordings(vid, "cont") and (recordings(vid, "cont")[0] / "index.m3u8").exists()
+                 and total_duration((recordings(vid, "cont")[0] / "index.m3u8").read_text()) >= 3,
+                 30, step=0.3, what="3 s recorded")
+    finally:
+        first.kill()
+        first.wait()
+    wait_for(lambda: "connection lost" in vid.log(), 15, what="the lost connection noticed")
+    before = total_duration((recordings(vid, "cont")[0] / "index.m3u8").read_text())
+    second = publish(vid.rtmp_url("cont"), seconds=4, size="160x120")
+    assert second.wait(60) == 0, second.stderr.read().decode()
+    recs = recordings(vid, "cont")
+    assert len(recs) == 1, recs
+    pl = recs[0] / "index.m3u8"
+    wait_for(lambda: "#EXT-X-ENDLIST" in pl.read_text(), 20, what="the VOD playlist")
+    text = pl.read_text()
+    assert "#EXT-X-PLAYLIST-TYPE:VOD" in text and text.count("#EXT-X-DISCONTINUITY") == 1, text
+    assert total_duration(text) >= before + 3, (before, text)
+    assert "continues the previous stream" in vid.log()
+    r = subprocess.run([DEBIAN_FFMPEG, "-hide_banner", "-loglevel", "error", "-i", str(pl), "-f", "null", "-"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: db.exists() and sql(db, "SELECT id FROM sessions WHERE key = 'cont' AND ended_ms IS NOT NULL"
+                                             " AND discontinuities = 1"), 20, what="the session row")
+    rows = sql(db, "SELECT id, segments FROM sessions WHERE key = 'cont'")
+    assert len(rows) == 1 and rows[0]["segments"] == text.count(".m4s"), (rows, text)
+
+
 def test_dvr_window_delta_updates_and_back_to_live(vid_factory, browser, m3u8):  # noqa: F811
     """hls_live_dvr: a live broadcast seekable back to its start (longer than the live
     window), delta updates with _HLS_skip=YES; the player page seeks back and returns to

@@ -445,8 +445,12 @@ impl Connection {
                 }
             ),
         );
-        let (mut session, rec_err) =
-            SessionLog::start(self.cfg.record.as_ref(), &name, false, wall_ms());
+        let (mut session, rec_err) = SessionLog::start(
+            self.cfg.record.as_ref(),
+            &name,
+            claim.discontinuity,
+            wall_ms(),
+        );
         if let Some(e) = rec_err {
             self.say(LogLevel::Error, e);
         }

@@ -175,9 +175,43 @@ impl Recording {
         (!ended).then(|| id.clone())
     }
 
+    /// The recording to continue when `key` is republished within its reconnect grace:
+    /// the newest one, if it is unfinished (its writer died) or finished no longer than
+    /// `max_gap_ms` before `wall_ms` (its publisher's connection was lost).
+    pub fn latest_continuable(
+        cfg: &RecordConfig,
+        key: &str,
+        wall_ms: i64,
+        max_gap_ms: i64,
+    ) -> Option<String> {
+        let ids = list_ids(&cfg.root.join(key));
+        let id = ids.last()?;
+        let dir = cfg.root.join(key).join(id);
+        let text = fs::read_to_string(dir.join(PLAYLIST)).ok()?;
+        let (_, ended) = playlist::parse(&text)?;
+        if !ended {
+            return Some(id.clone());
+        }
+        let info = fs::read_to_string(dir.join(INFO)).ok()?;
+        let ended_ms = json_int(&info, "ended_ms")?;
+        (wall_ms - ended_ms <= max_gap_ms).then(|| id.clone())
+    }
+
     /// Reopens unfinished recording `id` of `key` to continue it: the next segment is
     /// preceded by a DISCONTINUITY.
     pub fn resume(cfg: &RecordConfig, key: &str, id: &str) -> io::Result<Recording> {
+        Self::reopen(cfg, key, id, false)
+    }
+
+    /// [`Recording::resume`], also for a finished recording (`reopen_finished`): its VOD
+    /// playlist becomes an EVENT playlist again at once (a broadcast interrupted by a lost
+    /// connection and republished within the grace period stays one recording).
+    pub fn reopen(
+        cfg: &RecordConfig,
+        key: &str,
+        id: &str,
+        reopen_finished: bool,
+    ) -> io::Result<Recording> {
         let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
         if !names::valid_key(key) || !valid_id(id) {
             return Err(bad("invalid recording name"));
@@ -185,7 +219,7 @@ impl Recording {
         let dir = cfg.root.join(key).join(id);
         let text = fs::read_to_string(dir.join(PLAYLIST))?;
         let (segments, ended) = playlist::parse(&text).ok_or_else(|| bad("unreadable playlist"))?;
-        if ended {
+        if ended && !reopen_finished {
             return Err(bad("recording already finished"));
         }
         let mut bytes = 0;
@@ -200,7 +234,7 @@ impl Recording {
         let started_ms = json_int(&info, "started_ms")
             .or_else(|| id_start_ms(id))
             .unwrap_or(0);
-        Ok(Recording {
+        let rec = Recording {
             key: key.to_string(),
             url: format!(
                 "{}/{key}/{id}/{PLAYLIST}",
@@ -215,7 +249,11 @@ impl Recording {
             bytes,
             media: MediaInfo::default(),
             finished: false,
-        })
+        };
+        if ended {
+            rec.write_files()?;
+        }
+        Ok(rec)
     }
 
     pub fn id(&self) -> &str {

@@ -123,6 +123,27 @@ fn record_link_finish_resume() {
     assert_eq!(json_int(&info, "segments"), Some(3));
     assert_eq!(Recording::latest_unfinished(&cfg, "cam"), None);
     assert!(Recording::resume(&cfg, "cam", &id).is_err());
+    // A republish within the grace period after a lost connection continues the finished
+    // recording: it is live (EVENT, no ENDLIST) again at once.
+    assert_eq!(
+        Recording::latest_continuable(&cfg, "cam", t0 + 61_000, 5_000).as_deref(),
+        Some(id.as_str())
+    );
+    assert_eq!(
+        Recording::latest_continuable(&cfg, "cam", t0 + 70_000, 5_000),
+        None
+    );
+    let mut r = Recording::reopen(&cfg, "cam", &id, true).unwrap();
+    let ev = fs::read_to_string(r.dir().join(PLAYLIST)).unwrap();
+    assert!(ev.contains("#EXT-X-PLAYLIST-TYPE:EVENT") && !ev.contains("ENDLIST"));
+    assert_eq!(
+        json_int(&fs::read_to_string(r.dir().join(INFO)).unwrap(), "ended_ms"),
+        None
+    );
+    fs::write(live.join("300.m4s"), b"DD").unwrap();
+    assert!(r.on_output(&live, &segment(300, 6, false, b"DD")).unwrap());
+    let s = r.finish(t0 + 90_000).unwrap();
+    assert_eq!((s.segments, s.discontinuities), (4, 2));
     assert!(Recording::resume(&cfg, "cam", "../../etc").is_err());
     let _ = fs::remove_dir_all(&base);
 }
