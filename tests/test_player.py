@@ -201,7 +201,8 @@ def test_stream_list_shows_published_key(vid_factory, browser):
         assert not out.get("error"), out
         rows = {cells[0]: cells for cells in out["list"]}
         assert "listed_key-1" in rows, out["list"]
-        key, codecs, resolution, rate, uptime = rows["listed_key-1"]
+        key, codecs, resolution, rate, uptime, status, viewers, _chart = rows["listed_key-1"]
+        assert status == "live" and viewers.isdigit(), rows["listed_key-1"]
         assert codecs.startswith("avc1.") and "mp4a.40.2" in codecs, codecs
         assert resolution.startswith("320x240"), resolution
         assert rate.endswith("bit/s"), rate

@@ -244,6 +244,14 @@ impl Connection {
         }
     }
 
+    /// The server closes the connection on purpose (a limit was exceeded): the stream ends
+    /// at once (EXT-X-ENDLIST), without waiting for a republish.
+    pub fn end_at(&mut self, now: Now, shared: &mut dyn SharedIndex) {
+        if let Err(e) = self.unpublish(now.mono_ms, shared, true) {
+            self.say(LogLevel::Error, format!("finishing stream: {e}"));
+        }
+    }
+
     /// Periodic check while the connection is idle: an error (log it and close) if this
     /// publisher's key was taken over by another publisher.
     pub fn check_owner(&mut self, shared: &mut dyn SharedIndex) -> Result<(), IngestError> {

@@ -818,6 +818,15 @@ unsafe extern "C" fn read_handler(rev: *mut ngx_event_t) {
         session.last_read_ms = mono_ms();
         let (app, key) = (session.conn.app(), session.conn.key());
         if !super::auth::count_ingest(c, &mut session.rate, n as usize, app, key) {
+            // A publisher closed for its bit rate ends its stream: no grace period.
+            let mut zone = session.zone;
+            let _ = catch_unwind(AssertUnwindSafe(|| {
+                session.conn.end_at(now(), &mut zone);
+            }));
+            for (level, msg) in session.conn.take_log() {
+                log_line((*c).log, level, &msg);
+            }
+            super::catalog::submit(session.conn.take_sessions(), (*c).log);
             return finalize(c, NGX_STREAM_OK);
         }
         let mut buf = core::mem::take(&mut session.buf);
