@@ -22,21 +22,20 @@ use core::ffi::{c_char, c_void};
 use core::{mem, ptr, slice};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::panic::catch_unwind;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use nginx_sys::{
     ngx_command_t, ngx_conf_set_msec_slot, ngx_conf_t, ngx_event_t, ngx_flag_t,
     ngx_http_cleanup_add, ngx_http_cleanup_t, ngx_http_conf_ctx_t, ngx_http_core_loc_conf_t,
-    ngx_http_core_module, ngx_http_discard_request_body, ngx_http_finalize_request,
-    ngx_http_internal_redirect, ngx_http_module_t, ngx_http_post_subrequest_t, ngx_http_request_t,
-    ngx_http_run_posted_requests, ngx_http_subrequest, ngx_http_test_reading, ngx_int_t,
-    ngx_module_t, ngx_msec_t, ngx_palloc, ngx_parse_size, ngx_pcalloc, ngx_pnalloc,
-    ngx_shared_memory_add, ngx_shm_zone_t, ngx_shmtx_lock, ngx_shmtx_unlock, ngx_slab_alloc,
-    ngx_slab_calloc, ngx_slab_pool_t, ngx_str_t, ngx_uint_t, NGX_CONF_TAKE1, NGX_DONE, NGX_ERROR,
-    NGX_HTTP_BAD_REQUEST, NGX_HTTP_GATEWAY_TIME_OUT, NGX_HTTP_GET, NGX_HTTP_HEAD,
-    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
-    NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_MODULE, NGX_HTTP_NOT_ALLOWED,
+    ngx_http_core_module, ngx_http_finalize_request, ngx_http_internal_redirect, ngx_http_module_t,
+    ngx_http_post_subrequest_t, ngx_http_request_t, ngx_http_run_posted_requests,
+    ngx_http_subrequest, ngx_http_test_reading, ngx_int_t, ngx_module_t, ngx_msec_t, ngx_palloc,
+    ngx_parse_size, ngx_pcalloc, ngx_pnalloc, ngx_shared_memory_add, ngx_shm_zone_t,
+    ngx_shmtx_lock, ngx_shmtx_unlock, ngx_slab_alloc, ngx_slab_calloc, ngx_slab_pool_t, ngx_str_t,
+    ngx_uint_t, NGX_CONF_TAKE1, NGX_DONE, NGX_ERROR, NGX_HTTP_BAD_REQUEST,
+    NGX_HTTP_GATEWAY_TIME_OUT, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_LOC_CONF,
+    NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_MODULE,
     NGX_HTTP_SERVICE_UNAVAILABLE, NGX_HTTP_SRV_CONF, NGX_HTTP_SUBREQUEST_BACKGROUND, NGX_LOG_ALERT,
     NGX_LOG_EMERG, NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_OK,
 };
@@ -389,17 +388,7 @@ thread_local! {
 }
 
 unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
-    match catch_unwind(AssertUnwindSafe(|| start(r))) {
-        Ok(rc) => rc,
-        Err(_) => {
-            ngx::ngx_log_error!(
-                NGX_LOG_ALERT,
-                (*(*r).connection).log,
-                "hls_live_edge: internal error"
-            );
-            NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t
-        }
-    }
+    super::http::serve(r, "hls_live_edge", || start(r))
 }
 
 unsafe fn pool_str(r: *mut ngx_http_request_t, parts: &[&[u8]]) -> Option<ngx_str_t> {
@@ -417,13 +406,6 @@ unsafe fn pool_str(r: *mut ngx_http_request_t, parts: &[&[u8]]) -> Option<ngx_st
 }
 
 unsafe fn start(r: *mut ngx_http_request_t) -> ngx_int_t {
-    if (*r).method & (NGX_HTTP_GET | NGX_HTTP_HEAD) as ngx_uint_t == 0 {
-        return NGX_HTTP_NOT_ALLOWED as ngx_int_t;
-    }
-    let rc = ngx_http_discard_request_body(r);
-    if rc != NGX_OK as ngx_int_t {
-        return rc;
-    }
     let lc = &*(*(*r).loc_conf.add(ngx_http_vid_edge_module.ctx_index) as *const LocConf);
     let mc = &*(*(*r).main_conf.add(ngx_http_vid_edge_module.ctx_index) as *const MainConf);
     ZONE.with(|z| *z.borrow_mut() = mc.zone);

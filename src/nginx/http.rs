@@ -407,14 +407,7 @@ unsafe extern "C" fn set_hls_live_streams(
 
 /// `hls_live_streams;` — the JSON list of the zone's streams.
 unsafe extern "C" fn streams_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
-    let run = || {
-        if (*r).method & (NGX_HTTP_GET | NGX_HTTP_HEAD) as ngx_uint_t == 0 {
-            return NGX_HTTP_NOT_ALLOWED as ngx_int_t;
-        }
-        let rc = ngx_http_discard_request_body(r);
-        if rc != NGX_OK as ngx_int_t {
-            return rc;
-        }
+    serve(r, "hls_live_streams", || {
         let conf = &*(*(*r).loc_conf.add(ngx_http_vid_module.ctx_index) as *const LocConf);
         let list = Zone(conf.zone)
             .with_table(|t| {
@@ -425,11 +418,7 @@ unsafe extern "C" fn streams_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
             .unwrap_or_default();
         let body = super::metrics::status_body(list);
         send_text(r, playlist::JSON_MIME, body.as_bytes(), 1)
-    };
-    match catch_unwind(AssertUnwindSafe(run)) {
-        Ok(rc) => rc,
-        Err(_) => NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
-    }
+    })
 }
 
 thread_local! {
@@ -438,21 +427,14 @@ thread_local! {
     static SNAPSHOT: RefCell<Box<StreamIndex>> = RefCell::new(Box::new(StreamIndex::ZERO));
 }
 
-unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
-    match catch_unwind(AssertUnwindSafe(|| handle(r))) {
-        Ok(rc) => rc,
-        Err(_) => {
-            ngx_log_error!(
-                NGX_LOG_ERR,
-                (*(*r).connection).log,
-                "hls_live: internal error"
-            );
-            NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t
-        }
-    }
-}
-
-unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
+/// The start every vid content handler shares: GET and HEAD only (405 otherwise), the
+/// request body discarded, then `f`. A panic in `f` is logged (`what: internal error`)
+/// and answered with 500; the worker goes on.
+pub(super) unsafe fn serve(
+    r: *mut ngx_http_request_t,
+    what: &str,
+    f: impl FnOnce() -> ngx_int_t,
+) -> ngx_int_t {
     if (*r).method & (NGX_HTTP_GET | NGX_HTTP_HEAD) as ngx_uint_t == 0 {
         return NGX_HTTP_NOT_ALLOWED as ngx_int_t;
     }
@@ -460,6 +442,25 @@ unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
     if rc != NGX_OK as ngx_int_t {
         return rc;
     }
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(rc) => rc,
+        Err(_) => {
+            ngx_log_error!(
+                NGX_LOG_ERR,
+                (*(*r).connection).log,
+                "{}: internal error",
+                what
+            );
+            NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t
+        }
+    }
+}
+
+unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    serve(r, "hls_live", || handle(r))
+}
+
+unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
     send_at_once(r);
     let conf = &*(*(*r).loc_conf.add(ngx_http_vid_module.ctx_index) as *const LocConf);
     let zone = Zone(conf.zone);

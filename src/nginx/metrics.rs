@@ -13,11 +13,10 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use nginx_sys::{
     ngx_array_push, ngx_command_t, ngx_conf_t, ngx_connection_t, ngx_http_conf_ctx_t,
-    ngx_http_core_loc_conf_t, ngx_http_core_main_conf_t, ngx_http_core_module,
-    ngx_http_discard_request_body, ngx_http_handler_pt, ngx_http_phases_NGX_HTTP_LOG_PHASE,
-    ngx_http_request_t, ngx_int_t, ngx_shm_zone_t, ngx_shmtx_lock, ngx_shmtx_unlock,
-    ngx_slab_calloc, ngx_slab_pool_t, ngx_str_t, ngx_uint_t, NGX_ERROR, NGX_HTTP_GET,
-    NGX_HTTP_HEAD, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED, NGX_OK,
+    ngx_http_core_loc_conf_t, ngx_http_core_main_conf_t, ngx_http_core_module, ngx_http_handler_pt,
+    ngx_http_phases_NGX_HTTP_LOG_PHASE, ngx_http_request_t, ngx_int_t, ngx_shm_zone_t,
+    ngx_shmtx_lock, ngx_shmtx_unlock, ngx_slab_calloc, ngx_slab_pool_t, ngx_str_t, ngx_uint_t,
+    NGX_ERROR, NGX_OK,
 };
 
 use super::http::ngx_http_vid_module;
@@ -291,14 +290,7 @@ unsafe fn zone_slots() -> Option<ZoneSlots> {
 }
 
 unsafe extern "C" fn metrics_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
-    let run = || {
-        if (*r).method & (NGX_HTTP_GET | NGX_HTTP_HEAD) as ngx_uint_t == 0 {
-            return NGX_HTTP_NOT_ALLOWED as ngx_int_t;
-        }
-        let rc = ngx_http_discard_request_body(r);
-        if rc != NGX_OK as ngx_int_t {
-            return rc;
-        }
+    super::http::serve(r, "hls_live_metrics", || {
         // Copy out under the lock, render after it.
         let snap = with_table(|t| {
             let mut b: Box<Table> = Box::new(Table::ZERO);
@@ -310,11 +302,7 @@ unsafe extern "C" fn metrics_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
         let workers = worker_processes();
         let body = metrics::render(&snap, mono_ms(), slots, workers);
         super::http::send_text(r, metrics::CONTENT_TYPE, body.as_bytes(), 0)
-    };
-    match catch_unwind(AssertUnwindSafe(run)) {
-        Ok(rc) => rc,
-        Err(_) => NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
-    }
+    })
 }
 
 unsafe fn worker_processes() -> usize {

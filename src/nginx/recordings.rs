@@ -9,14 +9,12 @@
 //! spooled while the database is down.
 
 use core::ffi::{c_char, c_void};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 
 use nginx_sys::{
     ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_http_conf_ctx_t, ngx_http_core_loc_conf_t,
-    ngx_http_core_module, ngx_http_discard_request_body, ngx_http_request_t, ngx_int_t, ngx_str_t,
-    ngx_uint_t, NGX_HTTP_BAD_REQUEST, NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_INTERNAL_SERVER_ERROR,
-    NGX_HTTP_NOT_ALLOWED, NGX_HTTP_NOT_FOUND, NGX_LOG_INFO, NGX_OK,
+    ngx_http_core_module, ngx_http_request_t, ngx_int_t, ngx_str_t, NGX_HTTP_BAD_REQUEST,
+    NGX_HTTP_NOT_FOUND, NGX_LOG_INFO, NGX_OK,
 };
 use ngx::ngx_log_error;
 
@@ -65,14 +63,7 @@ unsafe fn set_path_and_handler(
 }
 
 unsafe extern "C" fn dvr_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
-    let run = || {
-        if (*r).method & (NGX_HTTP_GET | NGX_HTTP_HEAD) as ngx_uint_t == 0 {
-            return NGX_HTTP_NOT_ALLOWED as ngx_int_t;
-        }
-        let rc = ngx_http_discard_request_body(r);
-        if rc != NGX_OK as ngx_int_t {
-            return rc;
-        }
+    super::http::serve(r, "hls_live_dvr", || {
         let Some((key, file)) = crate::store::names::split_uri((*r).uri.as_bytes()) else {
             return NGX_HTTP_NOT_FOUND as ngx_int_t;
         };
@@ -92,22 +83,11 @@ unsafe extern "C" fn dvr_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
             }
             None => NGX_HTTP_NOT_FOUND as ngx_int_t,
         }
-    };
-    match catch_unwind(AssertUnwindSafe(run)) {
-        Ok(rc) => rc,
-        Err(_) => NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
-    }
+    })
 }
 
 unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
-    let run = || {
-        if (*r).method & (NGX_HTTP_GET | NGX_HTTP_HEAD) as ngx_uint_t == 0 {
-            return NGX_HTTP_NOT_ALLOWED as ngx_int_t;
-        }
-        let rc = ngx_http_discard_request_body(r);
-        if rc != NGX_OK as ngx_int_t {
-            return rc;
-        }
+    super::http::serve(r, "hls_live_recordings", || {
         let args = String::from_utf8_lossy((*r).args.as_bytes()).into_owned();
         let q = match listing::parse_query(&args) {
             Ok(q) => q,
@@ -126,9 +106,5 @@ unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
         );
         let body = listing::list(&root, &q);
         super::http::send_text(r, "application/json", body.as_bytes(), 1)
-    };
-    match catch_unwind(AssertUnwindSafe(run)) {
-        Ok(rc) => rc,
-        Err(_) => NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
-    }
+    })
 }
