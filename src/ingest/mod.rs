@@ -456,7 +456,7 @@ impl Connection {
         let (mut session, rec_err) = SessionLog::start(
             self.cfg.record.as_ref(),
             &name,
-            claim.discontinuity,
+            claim.discontinuity.then_some(claim.first_msn),
             wall_ms(),
         );
         if let Some(e) = rec_err {

@@ -66,6 +66,9 @@ pub struct Summary {
 
 pub const PLAYLIST: &str = "index.m3u8";
 pub const INFO: &str = "info.json";
+/// At most this many segments between a recording's last one and the first of the
+/// publish that continues it ([`Recording::latest_continuable`]).
+const MAX_CONTINUE_MSN_GAP: u64 = 2;
 
 /// One recording being written.
 #[derive(Debug)]
@@ -175,26 +178,18 @@ impl Recording {
         (!ended).then(|| id.clone())
     }
 
-    /// The recording to continue when `key` is republished within its reconnect grace:
-    /// the newest one, if it is unfinished (its writer died) or finished no longer than
-    /// `max_gap_ms` before `wall_ms` (its publisher's connection was lost).
-    pub fn latest_continuable(
-        cfg: &RecordConfig,
-        key: &str,
-        wall_ms: i64,
-        max_gap_ms: i64,
-    ) -> Option<String> {
+    /// The recording to continue when `key` is republished within its reconnect grace and
+    /// the live stream goes on at `next_msn`: the newest one, finished or not, if its last
+    /// segment is one of the few just before `next_msn` (the segment a vanished writer was
+    /// building is sealed by the index, not recorded). Decided by the media sequence, not
+    /// by clocks: an older recording of the key can never match.
+    pub fn latest_continuable(cfg: &RecordConfig, key: &str, next_msn: u64) -> Option<String> {
         let ids = list_ids(&cfg.root.join(key));
         let id = ids.last()?;
-        let dir = cfg.root.join(key).join(id);
-        let text = fs::read_to_string(dir.join(PLAYLIST)).ok()?;
-        let (_, ended) = playlist::parse(&text)?;
-        if !ended {
-            return Some(id.clone());
-        }
-        let info = fs::read_to_string(dir.join(INFO)).ok()?;
-        let ended_ms = json_int(&info, "ended_ms")?;
-        (wall_ms - ended_ms <= max_gap_ms).then(|| id.clone())
+        let text = fs::read_to_string(cfg.root.join(key).join(id).join(PLAYLIST)).ok()?;
+        let (segments, _) = playlist::parse(&text)?;
+        let last = segments.last()?.msn;
+        (last < next_msn && next_msn - last <= MAX_CONTINUE_MSN_GAP).then(|| id.clone())
     }
 
     /// Reopens unfinished recording `id` of `key` to continue it: the next segment is

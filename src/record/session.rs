@@ -38,26 +38,22 @@ pub fn media_of(idx: &StreamIndex) -> MediaInfo {
     }
 }
 
-/// How long after a recording finished a republish that continues the live stream (within
-/// `hls_live_grace`, at most 10 minutes) may still continue the recording.
-const MAX_CONTINUE_GAP_MS: i64 = 11 * 60 * 1000;
-
 impl SessionLog {
-    /// A new session of `key`; with `record`, a new recording — or, if `continues`
-    /// (a republish within the reconnect grace), the key's latest recording goes on with a
-    /// discontinuity (reopened if the lost connection had finished it). A recording that cannot be made is reported in the error
+    /// A new session of `key`; with `record`, a new recording — or, if the publish
+    /// `continues` the live stream at that media sequence number (a republish within the
+    /// reconnect grace), the key's latest recording goes on with a discontinuity (reopened
+    /// if the lost connection had finished it). A recording that cannot be made is reported in the error
     /// and the session goes on unrecorded.
     pub fn start(
         record: Option<&RecordConfig>,
         key: &str,
-        continues: bool,
+        continues: Option<u64>,
         wall_ms: i64,
     ) -> (SessionLog, Option<String>) {
         let mut err = None;
         let recording = record.and_then(|cfg| {
             let resumed = continues
-                .then(|| Recording::latest_continuable(cfg, key, wall_ms, MAX_CONTINUE_GAP_MS))
-                .flatten()
+                .and_then(|msn| Recording::latest_continuable(cfg, key, msn))
                 .and_then(|id| Recording::reopen(cfg, key, &id, true).ok());
             match resumed
                 .map(Ok)
