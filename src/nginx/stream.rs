@@ -489,6 +489,8 @@ struct Session {
     calls: super::callback::Calls,
     /// `rtmp_live_max_bitrate`.
     rate: Option<crate::auth::limits::RateCap>,
+    /// The server closes the connection on purpose: its stream ends at once (no grace).
+    end_on_close: bool,
 }
 
 /// Read buffer before and after the publish is accepted.
@@ -546,6 +548,7 @@ unsafe extern "C" fn handler(s: *mut ngx_stream_session_t) {
             c,
         ),
         rate: super::auth::rate_cap(conf.max_bitrate),
+        end_on_close: false,
     }));
     (*cln).handler = Some(cleanup);
     (*cln).data = session.cast();
@@ -617,7 +620,11 @@ unsafe extern "C" fn cleanup(data: *mut c_void) {
     super::callback::on_close(&mut session.calls, &app, key.as_deref());
     let _ = catch_unwind(AssertUnwindSafe(|| {
         let mut zone = session.zone;
-        session.conn.close_at(now(), &mut zone);
+        if session.end_on_close {
+            session.conn.end_at(now(), &mut zone);
+        } else {
+            session.conn.close_at(now(), &mut zone);
+        }
         super::metrics::ingest(ptr::null_mut(), &mut session.conn, None);
     }));
     // Log lines of the final close go to the cycle log: the connection log is gone.
@@ -819,14 +826,7 @@ unsafe extern "C" fn read_handler(rev: *mut ngx_event_t) {
         let (app, key) = (session.conn.app(), session.conn.key());
         if !super::auth::count_ingest(c, &mut session.rate, n as usize, app, key) {
             // A publisher closed for its bit rate ends its stream: no grace period.
-            let mut zone = session.zone;
-            let _ = catch_unwind(AssertUnwindSafe(|| {
-                session.conn.end_at(now(), &mut zone);
-            }));
-            for (level, msg) in session.conn.take_log() {
-                log_line((*c).log, level, &msg);
-            }
-            super::catalog::submit(session.conn.take_sessions(), (*c).log);
+            session.end_on_close = true;
             return finalize(c, NGX_STREAM_OK);
         }
         let mut buf = core::mem::take(&mut session.buf);
