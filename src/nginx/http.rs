@@ -543,14 +543,7 @@ unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
                     // until the first segment has decided the target duration.
                     _ if req.msn.is_some() => {
                         let deadline = mono_ms() + hold_limit_ms(idx);
-                        wait::hold(
-                            r,
-                            zone,
-                            key,
-                            Want::Playlist { req, siblings },
-                            deadline,
-                            idx.generation(),
-                        )
+                        wait::hold(r, zone, key, Want::Playlist { req, siblings }, deadline)
                     }
                     _ => error(r, NGX_HTTP_NOT_FOUND, playlist::max_age_error(idx, false)),
                 }
@@ -622,11 +615,10 @@ unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
                     i.has_video(),
                     avail,
                     hold_limit_ms(i),
-                    i.generation(),
                     playlist::max_age_error(i, false),
                 )
             });
-            let Some((dir, has_video, avail, limit, generation, td)) = found else {
+            let Some((dir, has_video, avail, limit, td)) = found else {
                 return error(r, NGX_HTTP_NOT_FOUND, 1);
             };
             let ct: &'static str = match media {
@@ -651,7 +643,7 @@ unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
                         path,
                         content_type: ct,
                     };
-                    return wait::hold(r, zone, key, want, mono_ms() + limit, generation);
+                    return wait::hold(r, zone, key, want, mono_ms() + limit);
                 }
                 (Avail::Range(range), _) => send_file(r, &path, ct, Some(range)),
                 _ => send_file(r, &path, ct, None),

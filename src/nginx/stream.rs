@@ -627,6 +627,10 @@ unsafe extern "C" fn cleanup(data: *mut c_void) {
         }
         super::metrics::ingest(ptr::null_mut(), &mut session.conn, None);
     }));
+    // Held requests of this worker see the sealed segment or the end at once.
+    if let Some(key) = &key {
+        super::wait::wake(session.zone, key);
+    }
     // Log lines of the final close go to the cycle log: the connection log is gone.
     let log = ngx::log::ngx_cycle_log().as_ptr();
     for (level, msg) in session.conn.take_log() {
@@ -667,6 +671,11 @@ unsafe fn feed(c: *mut ngx_connection_t, session: &mut Session, data: &[u8]) -> 
         log_line((*c).log, level, &msg);
     }
     super::catalog::submit(session.conn.take_sessions(), (*c).log);
+    // Held requests of this worker for what was just written are answered right after
+    // this event, not at the next tick.
+    if let Some(key) = session.conn.key() {
+        super::wait::wake(session.zone, key);
+    }
     match res {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {

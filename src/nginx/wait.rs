@@ -1,11 +1,20 @@
 //! Held HTTP requests: blocking playlist reloads (`_HLS_msn`/`_HLS_part`) and GETs of a
 //! preload-hinted part that is not complete yet.
 //!
-//! A held request costs one small registry entry; the worker never sleeps or spins. One
-//! per-worker timer (armed only while something waits) looks at each waited-on stream's
-//! index generation every [`TICK_MS`]; when it moved, the stream is snapshotted once and
-//! every waiter on it is re-checked. The part is written by whichever worker holds the
-//! publisher; the shared index is how the others learn of it.
+//! A held request costs one small registry entry; the worker never sleeps or spins. The
+//! registry groups held requests by stream (zone, key); each stream keeps the index
+//! generation it last saw and its own copy of that index, so every decision about a
+//! request (ready, gone, timed out, and the cache lifetime of its error) is taken on its
+//! own stream's index ([`crate::playlist::held`]).
+//!
+//! Wake-ups:
+//! - the worker that holds the publisher calls [`wake`] after it wrote to the stream's
+//!   index: that stream's held requests of this worker are checked at once (a posted
+//!   event, run before the worker goes back to waiting for I/O);
+//! - one per-worker timer (armed only while something is held) looks at each stream's
+//!   generation every [`TICK_MS`], for parts written by other workers. A stream that did
+//!   not change costs one lookup; its requests are looked at only when the earliest of
+//!   their deadlines has passed.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -19,13 +28,14 @@ use nginx_sys::{
 use super::http;
 use super::mono_ms;
 use super::zone::{Lookup, Zone};
-use crate::playlist::{self, Blocking, MediaRequest};
+use crate::playlist::held::{self, Held, Verdict};
+use crate::playlist::MediaRequest;
 use crate::store::StreamIndex;
 
 /// How often waited-on streams are re-checked.
 pub const TICK_MS: usize = 3;
 
-/// What a held request waits for.
+/// What a held request waits for, with what its answer needs.
 pub enum Want {
     /// A blocking playlist reload; `siblings`: the other renditions to report.
     Playlist {
@@ -40,28 +50,90 @@ pub enum Want {
     },
 }
 
+impl Want {
+    fn held(&self) -> Held<'_> {
+        match self {
+            Want::Playlist { req, .. } => Held::Playlist(req),
+            Want::Part { msn, part, .. } => Held::Part {
+                msn: *msn,
+                part: *part,
+            },
+        }
+    }
+}
+
 struct Waiter {
     r: *mut ngx_http_request_t,
     cleanup: *mut ngx_http_cleanup_t,
-    zone: Zone,
-    key: String,
     want: Want,
     deadline_ms: i64,
+}
+
+/// The held requests of one stream.
+struct Stream {
+    zone: Zone,
+    key: String,
+    /// Index generation of `snap`; `None` until the first look.
+    seen: Option<u64>,
+    /// This stream's index as last seen (`None`: not in the zone, or lent out while its
+    /// requests are answered).
+    snap: Option<Box<StreamIndex>>,
+    waiters: HashMap<usize, Waiter>,
+    /// Earliest deadline of `waiters`.
+    next_deadline_ms: i64,
+    /// [`wake`] asked for a look at the next posted event.
+    woken: bool,
 }
 
 #[derive(Default)]
 struct Registry {
     next_id: usize,
-    waiters: HashMap<usize, Waiter>,
-    /// Last index generation seen per stream, to skip streams that did not change.
-    seen: HashMap<String, u64>,
+    /// Stream of each held request (its cleanup handler knows only the id).
+    stream_of: HashMap<usize, usize>,
+    next_stream: usize,
+    streams: HashMap<usize, Stream>,
+    /// (zone, key) → stream id; looked up by `&str` on every write of a publisher.
+    by_key: HashMap<usize, HashMap<String, usize>>,
     armed: bool,
+}
+
+impl Registry {
+    fn held(&self) -> usize {
+        self.stream_of.len()
+    }
+
+    fn stream_id(&self, zone: Zone, key: &str) -> Option<usize> {
+        self.by_key.get(&(zone.0 as usize))?.get(key).copied()
+    }
+
+    /// Remove waiter `id`; the stream goes with its last waiter.
+    fn remove(&mut self, id: usize) -> Option<Waiter> {
+        let sid = self.stream_of.remove(&id)?;
+        let st = self.streams.get_mut(&sid)?;
+        let w = st.waiters.remove(&id);
+        if st.waiters.is_empty() {
+            self.drop_stream(sid);
+        }
+        w
+    }
+
+    fn drop_stream(&mut self, sid: usize) {
+        if let Some(st) = self.streams.remove(&sid) {
+            let zone = st.zone.0 as usize;
+            if let Some(keys) = self.by_key.get_mut(&zone) {
+                keys.remove(&st.key);
+                if keys.is_empty() {
+                    self.by_key.remove(&zone);
+                }
+            }
+        }
+    }
 }
 
 thread_local! {
     static REGISTRY: RefCell<Registry> = RefCell::new(Registry::default());
     static TIMER: RefCell<Box<ngx_event_t>> = RefCell::new(Box::new(unsafe { core::mem::zeroed() }));
-    static SNAP: RefCell<Box<StreamIndex>> = RefCell::new(Box::new(StreamIndex::ZERO));
+    static WAKE: RefCell<Box<ngx_event_t>> = RefCell::new(Box::new(unsafe { core::mem::zeroed() }));
 }
 
 /// Hold `r` until `want` is satisfied or `deadline_ms` passes. Returns what the content
@@ -72,11 +144,10 @@ pub unsafe fn hold(
     key: &str,
     want: Want,
     deadline_ms: i64,
-    generation: u64,
 ) -> ngx_int_t {
     // hls_live_max_held: held requests cost memory; past the cap, 503 at once.
     let max = http::max_held(r);
-    let held = REGISTRY.with(|reg| reg.borrow().waiters.len());
+    let held = REGISTRY.with(|reg| reg.borrow().held());
     if held >= max {
         ngx::ngx_log_error!(
             nginx_sys::NGX_LOG_WARN,
@@ -93,20 +164,45 @@ pub unsafe fn hold(
     }
     let id = REGISTRY.with(|reg| {
         let mut reg = reg.borrow_mut();
+        let reg = &mut *reg;
         reg.next_id = reg.next_id.wrapping_add(1);
         let id = reg.next_id;
-        reg.waiters.insert(
+        let sid = match reg.stream_id(zone, key) {
+            Some(sid) => sid,
+            None => {
+                reg.next_stream = reg.next_stream.wrapping_add(1);
+                let sid = reg.next_stream;
+                reg.streams.insert(
+                    sid,
+                    Stream {
+                        zone,
+                        key: key.to_owned(),
+                        seen: None,
+                        snap: None,
+                        waiters: HashMap::new(),
+                        next_deadline_ms: i64::MAX,
+                        woken: false,
+                    },
+                );
+                reg.by_key
+                    .entry(zone.0 as usize)
+                    .or_default()
+                    .insert(key.to_owned(), sid);
+                sid
+            }
+        };
+        let st = reg.streams.get_mut(&sid).expect("stream just found");
+        st.next_deadline_ms = st.next_deadline_ms.min(deadline_ms);
+        st.waiters.insert(
             id,
             Waiter {
                 r,
                 cleanup: cln,
-                zone,
-                key: key.to_owned(),
                 want,
                 deadline_ms,
             },
         );
-        reg.seen.entry(key.to_owned()).or_insert(generation);
+        reg.stream_of.insert(id, sid);
         id
     });
     (*cln).handler = Some(cleanup);
@@ -123,7 +219,39 @@ pub unsafe fn hold(
 /// The request ended while held (client closed, worker shutdown): forget it.
 unsafe extern "C" fn cleanup(data: *mut core::ffi::c_void) {
     let id = data as usize;
-    REGISTRY.with(|reg| reg.borrow_mut().waiters.remove(&id));
+    REGISTRY.with(|reg| reg.borrow_mut().remove(id));
+}
+
+/// This worker wrote to `key`'s index (a part, a segment, the end): check that stream's
+/// held requests right after the current event instead of at the next tick.
+pub fn wake(zone: Zone, key: &str) {
+    let found = REGISTRY.with(|reg| {
+        let mut reg = reg.borrow_mut();
+        let Some(sid) = reg.stream_id(zone, key) else {
+            return false;
+        };
+        reg.streams
+            .get_mut(&sid)
+            .map(|st| st.woken = true)
+            .is_some()
+    });
+    if !found {
+        return;
+    }
+    WAKE.with(|w| {
+        let ev: *mut ngx_event_t = &mut **w.borrow_mut();
+        // SAFETY: a per-worker event in a thread-local box (stable address), posted to
+        // nginx's queue of this thread's event loop; nginx clears `posted` when it runs.
+        unsafe {
+            if (*ev).handler.is_none() {
+                (*ev).handler = Some(woken);
+                (*ev).log = ngx::log::ngx_cycle_log().as_ptr();
+            }
+            if (*ev).posted() == 0 {
+                nginx_sys::ngx_post_event(ev, &raw mut nginx_sys::ngx_posted_events);
+            }
+        }
+    });
 }
 
 fn arm() {
@@ -131,147 +259,156 @@ fn arm() {
     if already {
         return;
     }
-    TIMER.with(|t| unsafe {
-        let mut t = t.borrow_mut();
-        let ev: *mut ngx_event_t = &mut **t;
-        if (*ev).handler.is_none() {
-            (*ev).handler = Some(tick);
-            (*ev).log = ngx::log::ngx_cycle_log().as_ptr();
-            // Not cancelable: a worker that shuts down (reload) answers its held
-            // requests first; none waits longer than 3 × TD.
+    TIMER.with(|t| {
+        let ev: *mut ngx_event_t = &mut **t.borrow_mut();
+        // SAFETY: a per-worker timer in a thread-local box (stable address).
+        unsafe {
+            if (*ev).handler.is_none() {
+                (*ev).handler = Some(tick);
+                (*ev).log = ngx::log::ngx_cycle_log().as_ptr();
+                // Not cancelable: a worker that shuts down (reload) answers its held
+                // requests first; none waits longer than 3 × TD.
+            }
+            if (*ev).timer_set() == 0 {
+                nginx_sys::ngx_add_timer(ev, TICK_MS as _);
+            }
         }
-        nginx_sys::ngx_add_timer(ev, TICK_MS as _);
     });
 }
 
 unsafe extern "C" fn tick(ev: *mut ngx_event_t) {
-    if std::panic::catch_unwind(|| check_waiters()).is_err() {
+    run(ev, false);
+}
+
+unsafe extern "C" fn woken(ev: *mut ngx_event_t) {
+    run(ev, true);
+}
+
+unsafe fn run(ev: *mut ngx_event_t, only_woken: bool) {
+    if std::panic::catch_unwind(|| check(only_woken)).is_err() {
         ngx::ngx_log_error!(
             nginx_sys::NGX_LOG_ALERT,
             (*ev).log,
             "hls_live: internal error in held requests"
         );
     }
-}
-
-unsafe fn check_waiters() {
-    let now = mono_ms();
-    // Streams with waiters, each checked once.
-    let streams: Vec<(String, Zone)> = REGISTRY.with(|reg| {
-        let reg = reg.borrow();
-        let mut v: Vec<(String, Zone)> = Vec::new();
-        for w in reg.waiters.values() {
-            if !v.iter().any(|(k, z)| k == &w.key && z.0 == w.zone.0) {
-                v.push((w.key.clone(), w.zone));
-            }
-        }
-        v
-    });
-    for (key, zone) in streams {
-        SNAP.with(|snap| {
-            let mut snap = snap.borrow_mut();
-            let seen = REGISTRY.with(|reg| reg.borrow().seen.get(&key).copied());
-            // Copy the index only when it changed since the last look.
-            let (present, changed) = match zone.snapshot_if_changed(&key, seen, &mut snap) {
-                Lookup::Missing => (false, false),
-                Lookup::Unchanged => (true, false),
-                Lookup::Changed(generation) => {
-                    REGISTRY.with(|reg| reg.borrow_mut().seen.insert(key.clone(), generation));
-                    (true, true)
-                }
-            };
-            let ids: Vec<usize> = REGISTRY.with(|reg| {
-                reg.borrow()
-                    .waiters
-                    .iter()
-                    .filter(|(_, w)| w.key == key && w.zone.0 == zone.0)
-                    .map(|(id, _)| *id)
-                    .collect()
-            });
-            for id in ids {
-                let verdict = REGISTRY.with(|reg| {
-                    let reg = reg.borrow();
-                    let w = reg.waiters.get(&id)?;
-                    Some(if !present {
-                        Verdict::Gone
-                    } else if changed {
-                        judge(&snap, &w.want, now, w.deadline_ms)
-                    } else if now >= w.deadline_ms {
-                        Verdict::TimedOut
-                    } else {
-                        Verdict::Wait
-                    })
-                });
-                let Some(verdict) = verdict else { continue };
-                if matches!(verdict, Verdict::Wait) {
-                    continue;
-                }
-                let Some(w) = REGISTRY.with(|reg| reg.borrow_mut().waiters.remove(&id)) else {
-                    continue;
-                };
-                release(w, verdict, &snap);
-            }
-        });
+    if only_woken {
+        return;
     }
     let more = REGISTRY.with(|reg| {
         let mut reg = reg.borrow_mut();
-        let keys: Vec<String> = reg.seen.keys().cloned().collect();
-        for k in keys {
-            if !reg.waiters.values().any(|w| w.key == k) {
-                reg.seen.remove(&k);
-            }
-        }
-        reg.armed = !reg.waiters.is_empty();
+        reg.armed = reg.held() > 0;
         reg.armed
     });
     if more {
-        TIMER.with(|t| nginx_sys::ngx_add_timer(&mut **t.borrow_mut(), TICK_MS as _));
-    }
-}
-
-enum Verdict {
-    Wait,
-    Ready,
-    Gone,
-    TimedOut,
-}
-
-fn judge(idx: &StreamIndex, want: &Want, now: i64, deadline: i64) -> Verdict {
-    let v = match want {
-        Want::Playlist { req, .. } => match playlist::blocking_state(idx, req) {
-            Blocking::Wait => Verdict::Wait,
-            // The first segment decides TARGETDURATION: nothing is rendered before it.
-            _ if idx.target_duration_decided() => Verdict::Ready,
-            _ if idx.state() == crate::store::StreamState::Live => Verdict::Wait,
-            _ => Verdict::Gone,
-        },
-        Want::Part { msn, part, .. } => {
-            if idx.part(*msn, *part).is_some() {
-                Verdict::Ready
-            } else if idx.next_part() == Some((*msn, *part)) {
-                Verdict::Wait
-            } else {
-                // The segment closed before this part, or the stream ended.
-                Verdict::Gone
+        TIMER.with(|t| {
+            let ev: *mut ngx_event_t = &mut **t.borrow_mut();
+            if (*ev).timer_set() == 0 {
+                nginx_sys::ngx_add_timer(ev, TICK_MS as _);
             }
-        }
-    };
-    match v {
-        Verdict::Wait if now >= deadline => Verdict::TimedOut,
-        v => v,
+        });
     }
 }
 
-unsafe fn release(w: Waiter, verdict: Verdict, idx: &StreamIndex) {
+/// Look at every stream with held requests (`only_woken`: those [`wake`] named).
+unsafe fn check(only_woken: bool) {
+    let now = mono_ms();
+    let sids: Vec<usize> = REGISTRY.with(|reg| {
+        let mut reg = reg.borrow_mut();
+        reg.streams
+            .iter_mut()
+            .filter(|(_, st)| !only_woken || st.woken)
+            .map(|(sid, st)| {
+                st.woken = false;
+                *sid
+            })
+            .collect()
+    });
+    for sid in sids {
+        check_stream(sid, now);
+    }
+}
+
+/// Look at one stream: copy its index if it changed, decide its held requests (all of
+/// them when it changed or vanished; otherwise only once the earliest deadline passed),
+/// and answer those decided.
+unsafe fn check_stream(sid: usize, now: i64) {
+    // Take what is needed out of the registry: answering a request runs nginx code that
+    // may hold a new request (a pipelined one) and so enter the registry again.
+    let Some((zone, key, seen, mut snap, next_deadline)) = REGISTRY.with(|reg| {
+        let mut reg = reg.borrow_mut();
+        let st = reg.streams.get_mut(&sid)?;
+        Some((
+            st.zone,
+            st.key.clone(),
+            st.seen,
+            st.snap.take(),
+            st.next_deadline_ms,
+        ))
+    }) else {
+        return;
+    };
+    let mut buf = snap.take().unwrap_or_else(|| Box::new(StreamIndex::ZERO));
+    let (present, changed, seen) = match zone.snapshot_if_changed(&key, seen, &mut buf) {
+        Lookup::Missing => (false, true, None),
+        Lookup::Unchanged => (true, false, seen),
+        Lookup::Changed(g) => (true, true, Some(g)),
+    };
+    let idx: Option<&StreamIndex> = present.then_some(&*buf);
+    let mut done: Vec<(Waiter, Verdict)> = Vec::new();
+    if changed || now >= next_deadline {
+        REGISTRY.with(|reg| {
+            let mut reg = reg.borrow_mut();
+            let reg = &mut *reg;
+            let Some(st) = reg.streams.get_mut(&sid) else {
+                return;
+            };
+            let mut decided: Vec<(usize, Verdict)> = Vec::new();
+            let mut next = i64::MAX;
+            for (id, w) in &st.waiters {
+                match held::judge(idx, w.want.held(), now, w.deadline_ms) {
+                    Verdict::Wait => next = next.min(w.deadline_ms),
+                    v => decided.push((*id, v)),
+                }
+            }
+            st.next_deadline_ms = next;
+            for (id, v) in decided {
+                if let Some(w) = st.waiters.remove(&id) {
+                    reg.stream_of.remove(&id);
+                    done.push((w, v));
+                }
+            }
+        });
+    }
+    for (w, verdict) in done {
+        release(w, verdict, zone, idx);
+    }
+    // Put the copy back (a stream not in the zone keeps none); the stream goes with its
+    // last request.
+    REGISTRY.with(|reg| {
+        let mut reg = reg.borrow_mut();
+        let Some(st) = reg.streams.get_mut(&sid) else {
+            return;
+        };
+        if st.waiters.is_empty() {
+            reg.drop_stream(sid);
+            return;
+        }
+        st.seen = seen;
+        st.snap = present.then_some(buf);
+    });
+}
+
+unsafe fn release(w: Waiter, verdict: Verdict, zone: Zone, idx: Option<&StreamIndex>) {
     let r = w.r;
     (*w.cleanup).handler = None;
     super::vars::released(r);
     let c = (*r).connection;
-    let rc = match verdict {
-        Verdict::Ready => match &w.want {
+    let rc = match (verdict, idx) {
+        (Verdict::Ready, Some(idx)) => match &w.want {
             // Only LL-HLS (fMP4) locations hold playlist requests.
             Want::Playlist { req, siblings } => {
-                let reports = http::rendition_reports(w.zone, siblings);
+                let reports = http::rendition_reports(zone, siblings);
                 http::send_media_playlist(
                     r,
                     idx,
@@ -291,22 +428,17 @@ unsafe fn release(w: Waiter, verdict: Verdict, idx: &StreamIndex) {
                 None => NGX_HTTP_NOT_FOUND as ngx_int_t,
             },
         },
-        // Error lifetimes per the delivery rules: a blocking playlist 404 is cached
-        // 4 × TD, any other blocking error 1 × TD.
-        Verdict::Gone => {
-            let blocking_playlist = matches!(w.want, Want::Playlist { .. });
-            http::error(
-                r,
-                NGX_HTTP_NOT_FOUND,
-                playlist::max_age_error(idx, blocking_playlist),
-            )
-        }
-        Verdict::TimedOut => http::error(
+        (Verdict::TimedOut, _) => http::error(
             r,
             NGX_HTTP_SERVICE_UNAVAILABLE,
-            playlist::max_age_error(idx, false),
+            held::error_max_age(idx, w.want.held(), verdict),
         ),
-        Verdict::Wait => unreachable!(),
+        // Gone (or a stream that vanished): 404 with its own stream's error lifetime.
+        _ => http::error(
+            r,
+            NGX_HTTP_NOT_FOUND,
+            held::error_max_age(idx, w.want.held(), Verdict::Gone),
+        ),
     };
     ngx_http_finalize_request(r, rc);
     ngx_http_run_posted_requests(c);

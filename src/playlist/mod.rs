@@ -1,13 +1,15 @@
 //! Playlist rendering: a pure function of a stream index snapshot and the request.
 //!
 //! - [`parse_query`] reads the `_HLS_msn` / `_HLS_part` / `_HLS_skip` parameters.
-//! - [`blocking_state`] decides whether a blocking request can be answered now.
+//! - [`blocking_state`] decides whether a blocking request can be answered now;
+//!   [`held`] decides a held request each time its stream changes or its deadline passes.
 //! - [`media_playlist`] renders the (LL-)HLS media playlist (fMP4, or MPEG-TS with
 //!   [`Format::Ts`] / [`ts_playlist`]), [`multivariant_playlist`]
 //!   the multivariant playlist, [`max_age`] the Cache-Control lifetime.
 //!
 //! No `_HLS_*` parameter ever appears in what is rendered; all URIs are relative.
 
+pub mod held;
 mod listing;
 mod media;
 mod multivariant;

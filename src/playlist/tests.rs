@@ -1124,3 +1124,120 @@ fn ts_playlist_lists_only_the_segments_with_ts() {
         Some(fmp4.discontinuity_sequence.unwrap_or(0) + skipped_disc)
     );
 }
+
+#[test]
+fn held_request_decisions() {
+    use super::held::{error_max_age, judge, Held, Verdict};
+    let mut sim = Sim::new(StreamSettings::default(), 1_000);
+    sim.run_until(10_700);
+    let idx = sim.idx();
+    assert_eq!((idx.next_msn(), idx.parts_of(5).count()), (5, 3));
+    let req = |msn: u64, part: Option<u32>| MediaRequest {
+        msn: Some(msn),
+        part,
+        skip: Skip::No,
+    };
+    let (now, deadline) = (1_000, 7_000);
+    // Playlists: ready once what they wait for exists, waiting before, 503 after the limit.
+    let r = req(5, Some(2));
+    assert_eq!(
+        judge(Some(idx), Held::Playlist(&r), now, deadline),
+        Verdict::Ready
+    );
+    let r = req(5, Some(3));
+    assert_eq!(
+        judge(Some(idx), Held::Playlist(&r), now, deadline),
+        Verdict::Wait
+    );
+    assert_eq!(
+        judge(Some(idx), Held::Playlist(&r), deadline, deadline),
+        Verdict::TimedOut
+    );
+    // A ready answer is not turned into a 503 by a late look.
+    let r = req(4, None);
+    assert_eq!(
+        judge(Some(idx), Held::Playlist(&r), deadline + 1, deadline),
+        Verdict::Ready
+    );
+    // Parts: the hinted one waits; one that exists is ready; any other is gone.
+    let hinted = Held::Part { msn: 5, part: 3 };
+    assert_eq!(judge(Some(idx), hinted, now, deadline), Verdict::Wait);
+    assert_eq!(
+        judge(Some(idx), Held::Part { msn: 5, part: 1 }, now, deadline),
+        Verdict::Ready
+    );
+    assert_eq!(
+        judge(Some(idx), Held::Part { msn: 5, part: 4 }, now, deadline),
+        Verdict::Gone
+    );
+    assert_eq!(
+        judge(Some(idx), hinted, deadline, deadline),
+        Verdict::TimedOut
+    );
+    // A stream no longer in the zone: gone, with the lifetime of an unknown stream.
+    assert_eq!(judge(None, hinted, now, deadline), Verdict::Gone);
+    assert_eq!(error_max_age(None, hinted, Verdict::Gone), 1);
+    // Lifetimes come from the request's own stream (TD 2 here): blocking playlist 404
+    // 4 × TD, 503 and part errors 1 × TD.
+    let r = req(5, Some(3));
+    assert_eq!(
+        error_max_age(Some(idx), Held::Playlist(&r), Verdict::Gone),
+        8
+    );
+    assert_eq!(
+        error_max_age(Some(idx), Held::Playlist(&r), Verdict::TimedOut),
+        2
+    );
+    assert_eq!(error_max_age(Some(idx), hinted, Verdict::Gone), 2);
+
+    // The hinted part arrives: ready. The segment closes with fewer parts than a
+    // request's part number: that part is gone.
+    let mut sim = sim;
+    sim.run_until(11_000);
+    let idx = sim.idx();
+    assert_eq!(judge(Some(idx), hinted, now, deadline), Verdict::Ready);
+    let late = Held::Part { msn: 5, part: 12 };
+    sim.run_until(12_010);
+    assert_eq!(judge(Some(sim.idx()), late, now, deadline), Verdict::Gone);
+
+    // The stream ends: a held playlist is answered (with ENDLIST), a held part is gone.
+    let r = req(7, None);
+    assert_eq!(
+        judge(Some(sim.idx()), Held::Playlist(&r), now, deadline),
+        Verdict::Wait
+    );
+    sim.finish();
+    assert_eq!(
+        judge(Some(sim.idx()), Held::Playlist(&r), now, deadline),
+        Verdict::Ready
+    );
+    let next = Held::Part { msn: 6, part: 5 };
+    assert_eq!(judge(Some(sim.idx()), next, now, deadline), Verdict::Gone);
+}
+
+#[test]
+fn held_playlist_before_the_target_duration_is_decided() {
+    use super::held::{judge, Held, Verdict};
+    let settings = StreamSettings {
+        clock_numbering: false,
+        ..StreamSettings::default()
+    };
+    let mut slots = vec![StreamIndex::ZERO; 1];
+    Table::new(&mut slots)
+        .claim("cam", "/tmp/cam", &settings, 1, EPOCH)
+        .unwrap();
+    let idx = &slots[0];
+    let r = MediaRequest {
+        msn: Some(0),
+        part: Some(0),
+        skip: Skip::No,
+    };
+    assert!(!idx.target_duration_decided());
+    // Live with nothing to render yet: wait; ended that way: gone.
+    assert_eq!(judge(Some(idx), Held::Playlist(&r), 0, 10), Verdict::Wait);
+    slots[0].end(EPOCH);
+    assert_eq!(
+        judge(Some(&slots[0]), Held::Playlist(&r), 0, 10),
+        Verdict::Gone
+    );
+}
