@@ -101,6 +101,9 @@ pub fn segmenter(data: &[u8]) {
     let td = inp.u8() % 5;
     if td > 0 {
         seg.set_target_duration(td as u32);
+    } else {
+        // A fresh stream, as the ingest starts one.
+        seg.shorten_first_segment();
     }
     let mut out = Vec::new();
     let mut checker = Checker::default();

@@ -432,6 +432,9 @@ impl Connection {
             }
         });
         segmenter.set_target_duration(td);
+        if !claim.discontinuity {
+            segmenter.shorten_first_segment();
+        }
         self.rtmp.accept_publish(stream_id);
         (self.stats.published, self.stats.segment_target_ms) = (true, self.cfg.segment_target_ms);
         self.stats_key = Some(name.clone());

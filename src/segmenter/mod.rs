@@ -39,7 +39,8 @@
 //!
 //! Segments (video-led; audio-led for audio-only streams): a new segment starts at a
 //! keyframe (H.264 IDR, H.265 IRAP including CRA) once `elapsed + 50 ms ≥
-//! min(segment_target, TARGETDURATION)`, where `elapsed` is the larger of the decode-time
+//! min(segment_target, TARGETDURATION)` (half that, at least a part target, for a
+//! fresh stream's first segment: players need one segment before they start), where `elapsed` is the larger of the decode-time
 //! and presentation-time distance from the segment's first frame (a CRA of an open GOP
 //! decodes before its leading pictures), or at the first keyframe after a codec
 //! configuration change (new `Init`, discontinuity). EXT-X-TARGETDURATION (`TD`:
@@ -262,6 +263,8 @@ pub struct Segmenter<M: Muxer> {
     init_version: u32,
     fragment_seq: u32,
     next_segment_discontinuity: bool,
+    /// See [`Segmenter::shorten_first_segment`].
+    short_first: bool,
 
     expect_video: bool,
     expect_audio: bool,
@@ -346,6 +349,7 @@ impl<M: Muxer> Segmenter<M> {
             init_version: first_init_version,
             fragment_seq: 1,
             next_segment_discontinuity: discontinuity,
+            short_first: false,
             expect_video: false,
             expect_audio: false,
             video_cfg: None,
@@ -405,6 +409,14 @@ impl<M: Muxer> Segmenter<M> {
         if td_s > 0 {
             self.td_s = td_s.min(MAX_SEGMENT_TARGET_MS.div_ceil(1_000));
         }
+    }
+
+    /// Cut the first segment at half the segment target (at least one part target),
+    /// at the first keyframe from there: a fresh stream's playlist, which players need
+    /// before they can start, comes that much sooner. For the first publish of a key,
+    /// not for a republish (its playlist exists).
+    pub fn shorten_first_segment(&mut self) {
+        self.short_first = !self.started;
     }
 
     /// EXT-X-TARGETDURATION (s) every segment respects.
@@ -1042,10 +1054,13 @@ impl<M: Muxer> Segmenter<M> {
 
     fn segment_due(&self, elapsed_ticks: u64) -> bool {
         let ts = self.leader_timescale() as u128;
-        let target = self
+        let mut target = self
             .cfg
             .segment_target_ms
             .min(self.target_duration_s().saturating_mul(1_000));
+        if self.short_first {
+            target = (target / 2).max(self.cfg.part_target_ms).min(target);
+        }
         elapsed_ticks as u128 * 1_000 + 50 * ts >= target as u128 * ts
     }
 
@@ -1173,6 +1188,7 @@ impl<M: Muxer> Segmenter<M> {
         if self.seg_parts.is_empty() {
             return;
         }
+        self.short_first = false;
         let mut data = BytesMut::with_capacity(self.seg_bytes);
         for p in self.seg_parts.drain(..) {
             data.extend_from_slice(&p);

@@ -1570,3 +1570,55 @@ fn part_target_fits_an_inherited_target_duration() {
         }
     }
 }
+
+/// A fresh stream's first segment is cut at the first keyframe from half the segment
+/// target; the rest follow the target. A GOP as long as the target gains nothing.
+#[test]
+fn fresh_stream_first_segment_is_short() {
+    let go = |gop: u64, shorten: bool| {
+        let rec = RecMuxer::default();
+        let mut seg = Segmenter::new(SegmenterConfig::default(), rec.clone(), 0, 1, false);
+        if shorten {
+            seg.shorten_first_segment();
+        }
+        let mut out = Vec::new();
+        seg.expect_tracks(true, true);
+        seg.video_config(vcfg(1), &mut out);
+        seg.audio_config(acfg(44_100), &mut out);
+        for (n, f) in timeline(Some((30, 1)), gop, Some(44_100), 10, 1_000, false)
+            .into_iter()
+            .enumerate()
+        {
+            let now = 1_780_000_000_000 + f.dts_ms + (n as i64 % 3);
+            seg.push(f, now, &mut out);
+        }
+        seg.finish(&mut out);
+        let r = Run_ { seg, rec, out };
+        check(&r, 200)
+            .iter()
+            .map(|s| s.duration_us)
+            .collect::<Vec<_>>()
+    };
+    // 1 s GOP: 1 s, then 2 s segments.
+    assert_eq!(
+        go(30, true),
+        [1_000_000, 2_000_000, 2_000_000, 2_000_000, 2_000_000, 1_000_000]
+    );
+    assert_eq!(go(30, false), [2_000_000; 5]);
+    // 0.5 s GOP: cut at 1 s too.
+    assert_eq!(go(15, true)[..2], [1_000_000, 2_000_000]);
+    // 2 s GOP: the first keyframe after 1 s is at 2 s.
+    assert_eq!(go(60, true), [2_000_000; 5]);
+    // Once started, the call changes nothing (a republish keeps its cadence).
+    let rec = RecMuxer::default();
+    let mut seg = Segmenter::new(SegmenterConfig::default(), rec, 0, 1, true);
+    let mut out = Vec::new();
+    seg.expect_tracks(true, false);
+    seg.video_config(vcfg(1), &mut out);
+    for f in timeline(Some((30, 1)), 30, None, 1, 0, false) {
+        let now = 1_780_000_000_000 + f.dts_ms;
+        seg.push(f, now, &mut out);
+    }
+    seg.shorten_first_segment();
+    assert!(!seg.short_first);
+}
