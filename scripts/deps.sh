@@ -19,8 +19,8 @@ case "$what" in
   build) ;;
   # nginx: the stock server of the recordings test; sqlite3, postgresql: the catalog tests;
   # g++: libFuzzer (fuzz smoke run); faketime: clock-step tests; openssl: RTMPS certificates;
-  # prometheus: promtool and a real Prometheus for the metrics tests.
-  test) pkgs+=(ffmpeg python3-pip curl procps chromium nginx sqlite3 postgresql faketime g++ openssl prometheus) ;;
+  # prometheus: promtool and a real Prometheus for the metrics tests; gdb: the zone-lock chaos test.
+  test) pkgs+=(ffmpeg python3-pip curl procps chromium nginx sqlite3 postgresql faketime g++ openssl prometheus gdb) ;;
   image) pkgs+=(ffmpeg curl podman debootstrap) ;;
   bench) pkgs+=(ffmpeg python3-pip curl procps nginx libnginx-mod-rtmp wrk) ;;
   *) echo "usage: $0 build|test|bench|image" >&2; exit 2 ;;
