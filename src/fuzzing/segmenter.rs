@@ -215,6 +215,8 @@ pub fn segmenter(data: &[u8]) {
 struct Checker {
     part_target_ms: u64,
     parts: Vec<u64>,
+    /// Bytes of the parts of the segment being built.
+    part_bytes: u64,
     next_part: u32,
     msn: Option<u64>,
 }
@@ -233,8 +235,10 @@ impl Checker {
                     msn,
                     part,
                     duration_us,
+                    data,
                     ..
                 } => {
+                    self.part_bytes += data.len() as u64;
                     assert!(self.part_target_ms > 0, "part before Init");
                     assert!(
                         duration_us <= self.part_target_ms * 1_000,
@@ -254,9 +258,12 @@ impl Checker {
                     msn,
                     duration_us,
                     parts,
+                    bytes,
                     ..
                 } => {
                     assert_eq!(Some(msn), self.msn);
+                    assert_eq!(bytes, self.part_bytes, "segment {msn} is its parts");
+                    self.part_bytes = 0;
                     assert_eq!(parts as usize, self.parts.len());
                     assert_eq!(
                         self.parts.iter().sum::<u64>(),

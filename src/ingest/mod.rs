@@ -2,8 +2,9 @@
 //!
 //! [`Connection`] is sans-IO like the stages it strings together: the nginx glue feeds
 //! it the bytes it reads, sends what [`Connection::output`] holds, and hands it access to
-//! the shared index ([`SharedIndex`]). Media files are written here (atomically) before
-//! the index lists them, so a listed part or segment is always complete on disk.
+//! the shared index ([`SharedIndex`]). Media is written here before the index lists it
+//! (a part appended to its segment's file, init sections and TS segments whole), so a
+//! listed part or segment is always complete on disk.
 
 use std::fmt;
 use std::path::PathBuf;

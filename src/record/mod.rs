@@ -274,7 +274,7 @@ impl Recording {
         let Output::Segment {
             msn,
             duration_us,
-            data,
+            bytes,
             program_date_time_ms,
             discontinuity,
             init_version,
@@ -306,7 +306,7 @@ impl Recording {
             independent: *independent,
         });
         self.next_discontinuity = false;
-        self.bytes += data.len() as u64;
+        self.bytes += *bytes;
         write_atomic(
             &self.dir,
             PLAYLIST,

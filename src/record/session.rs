@@ -115,11 +115,11 @@ impl SessionLog {
     /// recording (the live stream goes on) and is returned once.
     pub fn output(&mut self, live: &Path, out: &Output) -> Result<(), String> {
         if let Output::Segment {
-            duration_us, data, ..
+            duration_us, bytes, ..
         } = out
         {
             self.summary.segments += 1;
-            self.summary.bytes += data.len() as u64;
+            self.summary.bytes += bytes;
             self.summary.duration_ms += duration_us / 1000;
         }
         if let Some(r) = &mut self.recording {

@@ -17,7 +17,7 @@ fn segment(msn: u64, init: u32, disc: bool, data: &'static [u8]) -> Output {
     Output::Segment {
         msn,
         duration_us: 2_000_000,
-        data: Bytes::from_static(data),
+        bytes: data.len() as u64,
         parts: 1,
         program_date_time_ms: 1_764_000_000_000 + msn as i64 * 2000,
         discontinuity: disc,

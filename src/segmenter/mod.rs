@@ -60,7 +60,7 @@
 
 use std::collections::VecDeque;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::media::{AudioConfig, Frame, TrackKind, VideoCodec, VideoConfig};
 use crate::mux::fmp4::{Run, Sample, AUDIO_TRACK_ID, VIDEO_TIMESCALE, VIDEO_TRACK_ID};
@@ -183,8 +183,9 @@ pub enum Output {
     Segment {
         msn: u64,
         duration_us: u64,
-        /// Exactly the concatenation of its parts' data.
-        data: Bytes,
+        /// Size in bytes: exactly the sum of its parts' sizes (the segment is its parts,
+        /// in order; the store has them already).
+        bytes: u64,
         parts: u32,
         program_date_time_ms: i64,
         discontinuity: bool,
@@ -312,7 +313,8 @@ pub struct Segmenter<M: Muxer> {
 
     // Current segment (leader timescale).
     seg_start: u64,
-    seg_parts: Vec<Bytes>,
+    /// Parts cut in the segment being built.
+    seg_parts: u32,
     seg_bytes: usize,
     seg_discontinuity: bool,
     seg_pdt_ms: i64,
@@ -383,7 +385,7 @@ impl<M: Muxer> Segmenter<M> {
             part_independent: true,
             part_index: 0,
             seg_start: 0,
-            seg_parts: Vec::new(),
+            seg_parts: 0,
             seg_bytes: 0,
             seg_discontinuity: false,
             seg_pdt_ms: 0,
@@ -1091,7 +1093,7 @@ impl<M: Muxer> Segmenter<M> {
         self.seg_start_pts = t as i64;
         self.seg_independent = independent;
         self.resync = !independent;
-        self.seg_parts.clear();
+        self.seg_parts = 0;
         self.seg_bytes = 0;
         self.seg_video_frames = 0;
         let media_ms = self.ticks_to_ms(t);
@@ -1172,7 +1174,7 @@ impl<M: Muxer> Segmenter<M> {
         let duration_us = self.ticks_to_us(end - self.seg_start)
             - self.ticks_to_us(self.part_start - self.seg_start);
         self.seg_bytes += data.len();
-        self.seg_parts.push(data.clone());
+        self.seg_parts += 1;
         out.push(Output::Part {
             msn: self.next_msn,
             part: self.part_index,
@@ -1185,14 +1187,11 @@ impl<M: Muxer> Segmenter<M> {
     }
 
     fn close_segment(&mut self, end: u64, out: &mut Vec<Output>) {
-        if self.seg_parts.is_empty() {
+        if self.seg_parts == 0 {
             return;
         }
         self.short_first = false;
-        let mut data = BytesMut::with_capacity(self.seg_bytes);
-        for p in self.seg_parts.drain(..) {
-            data.extend_from_slice(&p);
-        }
+        self.seg_parts = 0;
         let duration_us = self.ticks_to_us(end.max(self.seg_start) - self.seg_start);
         if self.ts_on {
             out.push(Output::TsSegment {
@@ -1204,7 +1203,7 @@ impl<M: Muxer> Segmenter<M> {
         out.push(Output::Segment {
             msn: self.next_msn,
             duration_us,
-            data: data.freeze(),
+            bytes: self.seg_bytes as u64,
             parts: self.part_index,
             program_date_time_ms: self.seg_pdt_ms,
             discontinuity: self.seg_discontinuity,

@@ -1,8 +1,10 @@
 //! Media files of one stream under its directory (plain `std::fs`).
 //!
-//! Names: `init{v}.mp4`, `{msn}.m4s`, `{msn}.{part}.m4s`, `{msn}.ts`. Every file is written under a
-//! temporary name in the same directory and renamed into place, so a reader never sees
-//! half a file.
+//! Names: `init{v}.mp4`, `{msn}.m4s`, `{msn}.ts`. A segment's file is built by appending
+//! its parts as they are cut; a part (`{msn}.{part}.m4s` in playlists) is a byte range of
+//! it, served only once the index lists it, so a reader never gets a part that is not
+//! all on disk. Init sections and TS segments are written whole under a temporary name
+//! and renamed into place.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -88,20 +90,19 @@ impl StreamDir {
     }
 
     /// Writes one segmenter output: a part is appended to its segment's file (the index
-    /// lists it only afterwards, and the segment only once complete); a segment whose
-    /// parts were appended is then complete as it stands; init sections and TS segments
-    /// are written whole, atomically.
+    /// lists it only afterwards, and the segment only once complete); a segment, whose
+    /// parts were all appended, is then complete as it stands; init sections and TS
+    /// segments are written whole, atomically.
     pub fn write(&mut self, out: &Output) -> io::Result<()> {
         let (file, data) = match out {
             Output::Part { msn, data, .. } => return self.append_part(*msn, data),
-            Output::Segment { msn, data, .. } => {
-                if let Some((building, _)) = &self.building {
-                    if building == msn {
-                        self.building = None;
-                        return Ok(());
-                    }
-                }
-                (MediaFile::Segment { msn: *msn }, data)
+            Output::Segment { msn, .. } => {
+                return match self.building.take() {
+                    Some((building, _)) if building == *msn => Ok(()),
+                    _ => Err(io::Error::other(format!(
+                        "segment {msn} ends without its parts"
+                    ))),
+                };
             }
             Output::Init { version, data, .. } => (MediaFile::Init { version: *version }, data),
             Output::TsSegment { msn, data, .. } => (MediaFile::TsSegment { msn: *msn }, data),

@@ -747,7 +747,7 @@ impl StreamIndex {
             Output::Segment {
                 msn,
                 duration_us,
-                data,
+                bytes,
                 parts,
                 program_date_time_ms,
                 discontinuity,
@@ -767,7 +767,7 @@ impl StreamIndex {
                         msn: *msn,
                         duration_us: *duration_us,
                         program_date_time_ms: *program_date_time_ms,
-                        bytes: data.len() as u64,
+                        bytes: *bytes,
                         unlisted_ms: 0,
                         parts: *parts,
                         init_version: *init_version,

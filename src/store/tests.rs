@@ -65,7 +65,7 @@ pub(crate) fn segment(
     v.push(Output::Segment {
         msn,
         duration_us: dur,
-        data: Bytes::from(vec![0u8; part_bytes * parts as usize]),
+        bytes: (part_bytes * parts as usize) as u64,
         parts,
         program_date_time_ms: pdt,
         discontinuity: disc,
