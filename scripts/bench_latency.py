@@ -207,6 +207,8 @@ def play(args, server, hlsjs, seconds, delay_ms):
         url = f"http://127.0.0.1:{server.http_port}{path}"
         cfg = args.vid_config if server.name == "vid" else "{}"
         extra = ["--bench-page", server.playlist_url(KEY), "--hlsjs", hlsjs, "--hls-config", cfg]
+    if args.hls_debug:
+        extra.append("--log-console")
     cmd = ["node", PLAYER_JS, "--url", url, "--seconds", str(seconds), "--delay-ms", str(delay_ms),
            "--chromium", CHROMIUM, *extra]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + delay_ms / 1000 + 90)
@@ -297,7 +299,11 @@ def run(args):
     if not hlsjs:
         raise bench.BenchError("hls.js not found: run scripts/build.sh (npm ci in nginx-conf/www)")
     ffmpeg = find_ffmpeg()
-    Vid.preset = PRESETS[args.preset]
+    Vid.preset = dict(PRESETS[args.preset])
+    if args.vid_segment:
+        Vid.preset["segment"] = args.vid_segment
+    if args.vid_part:
+        Vid.preset["part"] = args.vid_part
     Vid.hlsjs = hlsjs
     rng = random.Random(args.seed)
     os.makedirs(args.out, exist_ok=True)
@@ -396,12 +402,17 @@ def parse_args(argv):
     p.add_argument("--seconds", type=float, default=40, help="seconds per player run, from page open (default 40)")
     p.add_argument("--preset", choices=sorted(PRESETS), default="default",
                    help="vid's segment/part settings: default (2s/200ms) or ll (1s/100ms)")
+    p.add_argument("--vid-segment", help="override the preset's hls_live_segment (e.g. 2s)")
+    p.add_argument("--vid-part", help="override the preset's hls_live_part (e.g. 100ms)")
     p.add_argument("--servers", default="vid,peer", help="vid, peer or both (default vid,peer)")
     p.add_argument("--workers", type=int, default=2, help="worker_processes of both servers (default 2)")
     p.add_argument("--warmup", type=float, default=4, help="seconds after the playlists are up (default 4)")
     p.add_argument("--seed", type=int, help="seed of the random start phases")
     p.add_argument("--vid-config", help="play vid on a bare hls.js page with this config (JSON) "
                                         "instead of the player page (for trying settings)")
+    p.add_argument("--hls-debug", action="store_true",
+                   help="keep every console line of the page in the traces (add \"debug\": true to --vid-config "
+                        "for hls.js's own log)")
     p.add_argument("--out", default=os.path.join(ROOT, "target", "bench-latency"), help="trace folder")
     p.add_argument("--camera", type=float, metavar="SECONDS", help=argparse.SUPPRESS)
     args = p.parse_args(argv)

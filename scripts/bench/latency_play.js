@@ -5,6 +5,7 @@
 //
 //   node scripts/bench/latency_play.js --url URL --seconds 40 [--delay-ms 1200]
 //        [--bench-page PLAYLIST --hlsjs PATH [--hls-config JSON]] [--chromium PATH]
+//        [--log-console]   (every console line of the page, e.g. hls.js's debug log, in "log")
 //
 // --url: the page to open (vid's player page, /?key=KEY). With --bench-page, URL is a
 // path on the playlist's origin that this script answers itself (no file is served by
@@ -28,7 +29,7 @@ const { chromium } = require(path.join(__dirname, "..", "..", "tests", "browser"
 
 function parseArgs(argv) {
   const o = { url: null, seconds: 40, delayMs: 0, chromium: "/usr/bin/chromium", benchPage: null, hlsjs: null,
-    hlsConfig: "{}", startupTimeout: 30 };
+    hlsConfig: "{}", startupTimeout: 30, logConsole: false };
   for (let i = 2; i < argv.length; i++) {
     const a = argv[i];
     const v = () => {
@@ -43,6 +44,7 @@ function parseArgs(argv) {
     else if (a === "--hlsjs") o.hlsjs = v();
     else if (a === "--hls-config") o.hlsConfig = v();
     else if (a === "--startup-timeout") o.startupTimeout = Number(v());
+    else if (a === "--log-console") o.logConsole = true;
     else throw new Error(`unknown argument ${a}`);
   }
   if (!o.url) throw new Error("--url is required");
@@ -310,7 +312,8 @@ h.attachMedia(video);
 
 async function main() {
   const opt = parseArgs(process.argv);
-  const out = { url: opt.url, browser: null, opened: null, result: null, requests: [], console: [], pageErrors: [], error: null };
+  const out = { url: opt.url, browser: null, opened: null, result: null, requests: [], console: [], log: [], pageErrors: [],
+    error: null };
   const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), "vid-latency-"));
   let context = null;
   try {
@@ -324,6 +327,7 @@ async function main() {
     out.browser = context.browser() ? context.browser().version() : null;
     const page = context.pages()[0] || (await context.newPage());
     page.on("console", (m) => {
+      if (opt.logConsole && out.log.length < 40000) out.log.push({ t: Date.now(), text: m.text().slice(0, 400) });
       if ((m.type() === "error" || m.type() === "warning") && out.console.length < 200) out.console.push(`${m.type()}: ${m.text()}`.slice(0, 300));
     });
     page.on("pageerror", (e) => out.pageErrors.push(String(e).slice(0, 500)));
