@@ -28,7 +28,10 @@ start-up (page open → first frame on screen), stalls (waiting / hls.js
 bufferStalledError episodes after the first frame) and the vid/peer ratios.
 
 Traces (every hls.js event, request and frame sample per run, and vid's access log with
-$msec) go to --out (default target/bench-latency/).
+$msec) go to --out (default target/bench-latency/). For trying settings: --vid-segment /
+--vid-part override the preset, --vid-config JSON plays vid on a bare hls.js page with that
+config instead of the player page, --hls-debug keeps the page's console (with
+"debug": true in --vid-config, hls.js's own log) in the traces.
 
 Prerequisites: scripts/build.sh (vid, hls.js in nginx-conf/www/node_modules),
 scripts/deps.sh bench (the peer), chromium + node (scripts/deps.sh test), playwright-core
@@ -307,8 +310,11 @@ def run(args):
     Vid.hlsjs = hlsjs
     rng = random.Random(args.seed)
     os.makedirs(args.out, exist_ok=True)
-    hls_version = json.load(open(os.path.join(os.path.dirname(os.path.dirname(hlsjs)), "package.json"))).get(
-        "version", "?") if hlsjs.startswith(WWW_SRC) else "?"
+    try:
+        with open(os.path.join(os.path.dirname(os.path.dirname(hlsjs)), "package.json")) as f:
+            hls_version = json.load(f).get("version", "?")
+    except (OSError, ValueError):
+        hls_version = "?"  # build/www/vendor has no package.json
     print(f"vid preset {args.preset}: hls_live_segment {Vid.preset['segment']}; hls_live_part {Vid.preset['part']}; "
           f"player page {'nginx-conf/www/app.js' if args.vid_config is None else 'bare hls.js ' + args.vid_config}")
     print("peer: nginx-rtmp-module, hls_fragment 2s (scripts/bench/peer.conf.in), hls.js default config")
