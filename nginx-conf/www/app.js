@@ -196,10 +196,30 @@
     stats.seekable = ranges(video.seekable);
     stats.duration = video.duration;
     stats.playbackRate = video.playbackRate;
+    if (hls) catchUp(latency, stats.buffer);
     if (stats.playing && latency !== null) {
       pushBounded(stats.latency, { t: now, latency, wall, buffer: stats.buffer, currentTime: t }, MAX_SAMPLES);
     }
     render();
+  }
+
+  // Gentle catch-up (hls.js only): play at CATCH_UP_RATE while the latency is more than
+  // CATCH_UP_ABOVE over hls.js's target (PART-HOLD-BACK plus what stalls added) and more
+  // than CATCH_UP_MIN_BUFFER is buffered; back to 1x once within CATCH_UP_WITHIN of it or
+  // when the buffer runs thin. 1.1x wins back 0.5 s in 5 s and is hard to notice.
+  const CATCH_UP_RATE = 1.1;
+  const CATCH_UP_ABOVE = 0.15;
+  const CATCH_UP_WITHIN = 0.05;
+  const CATCH_UP_MIN_BUFFER = 0.3;
+  function catchUp(latency, ahead) {
+    if (!hls || !stats.playing || video.seeking) return;
+    const target = hls.targetLatency;
+    if (!(target > 0) || latency === null) return;
+    const behind = latency - target;
+    let rate = video.playbackRate;
+    if (ahead < CATCH_UP_MIN_BUFFER || behind < CATCH_UP_WITHIN) rate = 1;
+    else if (behind > CATCH_UP_ABOVE) rate = CATCH_UP_RATE;
+    if (rate !== video.playbackRate) video.playbackRate = rate;
   }
 
   function currentLevel() {
@@ -295,10 +315,26 @@
   }
 
   function startHls(key, src) {
-    // Low-latency mode: parts, preload hints and blocking reload; target latency is the
-    // playlist's PART-HOLD-BACK. Up to 1.25x playback speed to win back latency after a
-    // hiccup (hls.js only speeds up with more than a second buffered).
-    const h = new Hls({ lowLatencyMode: true, enableWorker: true, backBufferLength: 30, maxLiveSyncPlaybackRate: 1.25 });
+    // Low latency, measured with scripts/bench_latency.py (README "Latency"):
+    // - lowLatencyMode: parts, preload hints and blocking reloads; playback starts at the
+    //   live edge minus the playlist's PART-HOLD-BACK (3 parts) and aims to stay there.
+    // - liveSyncOnStallIncrease 0.2: each stall raises that target by 200 ms (hls.js's
+    //   default is 1 s a stall, up to a target duration), so one hiccup does not cost a
+    //   second of latency for the rest of the session.
+    // - maxLiveSyncPlaybackRate 1: hls.js's own speed-up only acts with more than a second
+    //   buffered, which a player at PART-HOLD-BACK never has, so it never caught up the
+    //   time lost starting or stalling; catchUp() below does that instead.
+    // - maxFragLookUpTolerance 0.05: below half a part (hls.js's 0.25 s spans more than a
+    //   whole 100 or 200 ms part, so a lookup near a segment's end could pass over its
+    //   last part).
+    const h = new Hls({
+      lowLatencyMode: true,
+      enableWorker: true,
+      backBufferLength: 30,
+      liveSyncOnStallIncrease: 0.2,
+      maxLiveSyncPlaybackRate: 1,
+      maxFragLookUpTolerance: 0.05,
+    });
     hls = h;
     stats.engine = `hls.js ${Hls.version}`;
     h.on(Hls.Events.MANIFEST_PARSED, (_ev, data) => {
