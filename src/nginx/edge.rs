@@ -30,14 +30,13 @@ use nginx_sys::{
     ngx_http_cleanup_add, ngx_http_cleanup_t, ngx_http_conf_ctx_t, ngx_http_finalize_request,
     ngx_http_internal_redirect, ngx_http_module_t, ngx_http_post_subrequest_t, ngx_http_request_t,
     ngx_http_run_posted_requests, ngx_http_subrequest, ngx_http_test_reading, ngx_int_t,
-    ngx_module_t, ngx_msec_t, ngx_palloc, ngx_parse_size, ngx_pcalloc, ngx_pnalloc,
-    ngx_shared_memory_add, ngx_shm_zone_t, ngx_shmtx_lock, ngx_shmtx_unlock, ngx_slab_calloc,
-    ngx_slab_pool_t, ngx_str_t, ngx_uint_t, NGX_CONF_TAKE1, NGX_DONE, NGX_ERROR,
-    NGX_HTTP_BAD_REQUEST, NGX_HTTP_GATEWAY_TIME_OUT, NGX_HTTP_INTERNAL_SERVER_ERROR,
-    NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET,
-    NGX_HTTP_MODULE, NGX_HTTP_SERVICE_UNAVAILABLE, NGX_HTTP_SRV_CONF,
-    NGX_HTTP_SUBREQUEST_BACKGROUND, NGX_LOG_ALERT, NGX_LOG_EMERG, NGX_LOG_NOTICE, NGX_LOG_WARN,
-    NGX_OK,
+    ngx_msec_t, ngx_palloc, ngx_parse_size, ngx_pcalloc, ngx_pnalloc, ngx_shared_memory_add,
+    ngx_shm_zone_t, ngx_shmtx_lock, ngx_shmtx_unlock, ngx_slab_calloc, ngx_slab_pool_t, ngx_str_t,
+    ngx_uint_t, NGX_CONF_TAKE1, NGX_DONE, NGX_ERROR, NGX_HTTP_BAD_REQUEST,
+    NGX_HTTP_GATEWAY_TIME_OUT, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_LOC_CONF,
+    NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_MODULE,
+    NGX_HTTP_SERVICE_UNAVAILABLE, NGX_HTTP_SRV_CONF, NGX_HTTP_SUBREQUEST_BACKGROUND, NGX_LOG_ALERT,
+    NGX_LOG_EMERG, NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_OK,
 };
 
 use super::{command, mono_ms, NGX_CONF_ERROR, NGX_CONF_OK, NGX_CONF_UNSET_MSEC};
@@ -103,16 +102,7 @@ static CTX: ngx_http_module_t = ngx_http_module_t {
     merge_loc_conf: Some(merge_loc_conf),
 };
 
-#[used]
-#[no_mangle]
-#[allow(non_upper_case_globals)]
-pub static mut ngx_http_vid_edge_module: ngx_module_t = super::module(
-    (&raw const CTX).cast(),
-    // SAFETY: the directive table is only read by nginx (through this pointer), never
-    // through a Rust reference.
-    unsafe { &raw mut COMMANDS[0] },
-    NGX_HTTP_MODULE,
-);
+nginx_module!(ngx_http_vid_edge_module, NGX_HTTP_MODULE);
 
 unsafe extern "C" fn create_main_conf(cf: *mut ngx_conf_t) -> *mut c_void {
     ngx_pcalloc((*cf).pool, mem::size_of::<MainConf>())

@@ -14,8 +14,8 @@ use std::cell::RefCell;
 use nginx_sys::{
     ngx_array_create, ngx_array_push, ngx_array_t, ngx_command_t, ngx_conf_enum_t,
     ngx_conf_set_enum_slot, ngx_conf_set_flag_slot, ngx_conf_set_str_slot, ngx_conf_t, ngx_flag_t,
-    ngx_http_module_t, ngx_http_request_t, ngx_int_t, ngx_module_t, ngx_pcalloc, ngx_shm_zone_t,
-    ngx_str_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1,
+    ngx_http_module_t, ngx_http_request_t, ngx_int_t, ngx_pcalloc, ngx_shm_zone_t, ngx_str_t,
+    ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1,
     NGX_HTTP_BAD_REQUEST, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
     NGX_HTTP_MODULE, NGX_HTTP_NOT_FOUND, NGX_HTTP_SRV_CONF, NGX_LOG_INFO,
 };
@@ -206,16 +206,7 @@ static CTX: ngx_http_module_t = ngx_http_module_t {
     merge_loc_conf: Some(merge_loc_conf),
 };
 
-#[used]
-#[no_mangle]
-#[allow(non_upper_case_globals)]
-pub static mut ngx_http_vid_module: ngx_module_t = super::module(
-    (&raw const CTX).cast(),
-    // SAFETY: the directive table is only read by nginx (through this pointer), never
-    // through a Rust reference.
-    unsafe { &raw mut COMMANDS[0] },
-    NGX_HTTP_MODULE,
-);
+nginx_module!(ngx_http_vid_module, NGX_HTTP_MODULE);
 
 unsafe extern "C" fn create_loc_conf(cf: *mut ngx_conf_t) -> *mut c_void {
     let conf = ngx_pcalloc((*cf).pool, core::mem::size_of::<LocConf>()) as *mut LocConf;

@@ -12,6 +12,26 @@
 //! - `edge`: the `hls_live_edge` handler (a vid edge: coalesced, woken origin fetches).
 #![allow(clippy::missing_safety_doc)]
 
+/// Defines the exported module `$name` of `$type_` from the calling file's `CTX` and
+/// `COMMANDS`, with any of `ngx_module_t`'s hooks (`init_module: Some(f)`, …).
+macro_rules! nginx_module {
+    ($name:ident, $type_:expr $(, $hook:ident: $value:expr)* $(,)?) => {
+        #[used]
+        #[no_mangle]
+        #[allow(non_upper_case_globals)]
+        pub static mut $name: nginx_sys::ngx_module_t = nginx_sys::ngx_module_t {
+            $($hook: $value,)*
+            ..$crate::nginx::module(
+                (&raw const CTX).cast(),
+                // SAFETY: the directive table is only read by nginx (through this
+                // pointer), never through a Rust reference.
+                unsafe { &raw mut COMMANDS[0] },
+                $type_,
+            )
+        };
+    };
+}
+
 mod auth;
 mod callback;
 mod catalog;

@@ -13,8 +13,8 @@ use nginx_sys::{
     ngx_command_t, ngx_conf_full_name, ngx_conf_set_flag_slot, ngx_conf_set_msec_slot,
     ngx_conf_set_num_slot, ngx_conf_set_size_slot, ngx_conf_set_str_slot, ngx_conf_t,
     ngx_connection_t, ngx_event_t, ngx_flag_t, ngx_handle_read_event, ngx_handle_write_event,
-    ngx_int_t, ngx_module_t, ngx_msec_t, ngx_pcalloc, ngx_pool_cleanup_add, ngx_shm_zone_t,
-    ngx_str_t, ngx_stream_conf_ctx_t, ngx_stream_core_module, ngx_stream_core_srv_conf_t,
+    ngx_int_t, ngx_msec_t, ngx_pcalloc, ngx_pool_cleanup_add, ngx_shm_zone_t, ngx_str_t,
+    ngx_stream_conf_ctx_t, ngx_stream_core_module, ngx_stream_core_srv_conf_t,
     ngx_stream_finalize_session, ngx_stream_module_t, ngx_stream_session_t, ngx_uint_t, NGX_AGAIN,
     NGX_CONF_FLAG, NGX_CONF_TAKE1, NGX_CONF_TAKE2, NGX_LOG_EMERG, NGX_LOG_ERR, NGX_LOG_INFO,
     NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_OK, NGX_STREAM_INTERNAL_SERVER_ERROR, NGX_STREAM_MAIN_CONF,
@@ -239,21 +239,13 @@ static CTX: ngx_stream_module_t = ngx_stream_module_t {
     merge_srv_conf: Some(merge_srv_conf),
 };
 
-#[used]
-#[no_mangle]
-#[allow(non_upper_case_globals)]
-pub static mut ngx_stream_vid_module: ngx_module_t = ngx_module_t {
+nginx_module!(
+    ngx_stream_vid_module,
+    NGX_STREAM_MODULE,
     init_module: Some(init_module),
     init_process: Some(super::catalog::init_process),
     exit_process: Some(super::catalog::exit_process),
-    ..super::module(
-        (&raw const CTX).cast(),
-        // SAFETY: the directive table is only read by nginx (through this pointer), never
-        // through a Rust reference.
-        unsafe { &raw mut COMMANDS[0] },
-        NGX_STREAM_MODULE,
-    )
-};
+);
 
 /// A configuration was accepted (master): carry streams into resized zones.
 unsafe extern "C" fn init_module(cycle: *mut nginx_sys::ngx_cycle_t) -> ngx_int_t {
