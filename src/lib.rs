@@ -9,7 +9,8 @@
 //!
 //! `ingest` strings the stages together for one publishing connection.
 //! Everything above is plain Rust with no nginx and no `unsafe`; `nginx` is
-//! the only place with FFI.
+//! the only place with FFI, and the only module allowed `unsafe` code.
+#![deny(unsafe_code)]
 
 pub mod auth;
 pub mod catalog;
@@ -29,4 +30,5 @@ pub mod segmenter;
 pub mod store;
 
 #[cfg(feature = "nginx")]
+#[allow(unsafe_code)]
 mod nginx;

@@ -18,7 +18,7 @@ use nginx_sys::{
 };
 use ngx::{ngx_conf_log_error, ngx_log_error};
 
-use super::{conf_ok, NGX_CONF_ERROR};
+use super::{NGX_CONF_ERROR, NGX_CONF_OK};
 use crate::auth::limits::{self, RateCap};
 use crate::auth::token;
 
@@ -71,7 +71,7 @@ pub(crate) unsafe extern "C" fn set_secret(
         return NGX_CONF_ERROR;
     }
     *slot = secret;
-    conf_ok()
+    NGX_CONF_OK
 }
 
 /// The secrets of a directive's array (empty when the directive is not set).
@@ -148,7 +148,7 @@ pub(crate) unsafe extern "C" fn set_bitrate(
     match v {
         Some(v) => {
             *field = v;
-            conf_ok()
+            NGX_CONF_OK
         }
         None => {
             ngx_conf_log_error!(

@@ -22,7 +22,7 @@ use nginx_sys::{
 };
 use ngx::{ngx_conf_log_error, ngx_log_error};
 
-use super::{conf_ok, NGX_CONF_ERROR};
+use super::{NGX_CONF_ERROR, NGX_CONF_OK};
 use crate::auth::callback::{self, Call as CallKind, Decision, Fields, ResponseReader};
 
 /// Set handler of `rtmp_live_on_publish` / `rtmp_live_on_publish_done`: parses
@@ -79,7 +79,7 @@ pub(crate) unsafe extern "C" fn set_url(
         return NGX_CONF_ERROR;
     }
     *field = u;
-    conf_ok()
+    NGX_CONF_OK
 }
 
 /// The callback settings of a session (from its server's configuration).

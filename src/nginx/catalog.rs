@@ -22,7 +22,7 @@ use nginx_sys::{
 use ngx::{ngx_conf_log_error, ngx_log_error};
 
 use super::stream::ngx_stream_vid_module;
-use super::{conf_ok, NGX_CONF_ERROR};
+use super::{NGX_CONF_ERROR, NGX_CONF_OK};
 use crate::catalog::spool::Spool;
 use crate::catalog::writer::{self, Msg, WriterConfig};
 use crate::catalog::{parse_target, Event, Target};
@@ -97,7 +97,7 @@ pub unsafe extern "C" fn set_catalog(
         }
     }
     conf.catalog = v;
-    conf_ok()
+    NGX_CONF_OK
 }
 
 unsafe fn main_conf_of_cf(cf: *mut ngx_conf_t) -> *mut MainConf {
@@ -307,24 +307,10 @@ impl RecordConf {
         prev: &RecordConf,
         media: &ngx_str_t,
     ) -> bool {
-        let unset = super::NGX_CONF_UNSET as nginx_sys::ngx_flag_t;
-        if c.on == unset {
-            c.on = if prev.on == unset { 0 } else { prev.on };
-        }
-        if c.max_age == super::NGX_CONF_UNSET_MSEC {
-            c.max_age = if prev.max_age == super::NGX_CONF_UNSET_MSEC {
-                0
-            } else {
-                prev.max_age
-            };
-        }
-        if c.max_size == super::NGX_CONF_UNSET as nginx_sys::off_t {
-            c.max_size = if prev.max_size == super::NGX_CONF_UNSET as nginx_sys::off_t {
-                0
-            } else {
-                prev.max_size
-            };
-        }
+        let unset = super::NGX_CONF_UNSET;
+        super::merge(&mut c.on, prev.on, unset as nginx_sys::ngx_flag_t, 0);
+        super::merge(&mut c.max_age, prev.max_age, super::NGX_CONF_UNSET_MSEC, 0);
+        super::merge(&mut c.max_size, prev.max_size, unset as nginx_sys::off_t, 0);
         let media_s = String::from_utf8_lossy(media.as_bytes()).into_owned();
         if c.path.data.is_null() {
             c.path = if prev.path.data.is_null() {

@@ -7,12 +7,10 @@
 use core::ffi::{c_char, c_void};
 
 use nginx_sys::{
-    ngx_core_module_t, ngx_cycle_t, ngx_list_part_t, ngx_module_t, ngx_shm_zone_t, ngx_uint_t,
-    NGX_CORE_MODULE, NGX_LOG_EMERG,
+    ngx_core_module_t, ngx_cycle_t, ngx_module_t, ngx_uint_t, NGX_CORE_MODULE, NGX_LOG_EMERG,
 };
 
-use super::stream::zone_tag;
-use super::{conf_ok, NGX_CONF_ERROR};
+use super::{NGX_CONF_ERROR, NGX_CONF_OK};
 
 static mut CTX: ngx_core_module_t = ngx_core_module_t {
     name: ngx::ngx_string!("vid"),
@@ -30,23 +28,10 @@ pub static mut ngx_vid_core_module: ngx_module_t = ngx_module_t {
 };
 
 unsafe extern "C" fn init_conf(cycle: *mut ngx_cycle_t, _conf: *mut c_void) -> *mut c_char {
-    let mut part: *const ngx_list_part_t = &(*cycle).shared_memory.part;
-    let mut zones: *const ngx_shm_zone_t = (*part).elts.cast();
-    let mut i = 0;
     let mut ok = true;
-    loop {
-        if i >= (*part).nelts {
-            if (*part).next.is_null() {
-                break;
-            }
-            part = (*part).next;
-            zones = (*part).elts.cast();
-            i = 0;
-            continue;
-        }
-        let z = &*zones.add(i);
-        i += 1;
-        if z.tag == zone_tag() && z.shm.size == 0 {
+    for z in super::zone::vid_zones(cycle) {
+        let z = &*z;
+        if z.shm.size == 0 {
             let name = String::from_utf8_lossy(z.shm.name.as_bytes());
             ngx::ngx_log_error!(
                 NGX_LOG_EMERG,
@@ -59,7 +44,7 @@ unsafe extern "C" fn init_conf(cycle: *mut ngx_cycle_t, _conf: *mut c_void) -> *
         }
     }
     if ok {
-        conf_ok()
+        NGX_CONF_OK
     } else {
         NGX_CONF_ERROR
     }

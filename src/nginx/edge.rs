@@ -27,12 +27,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use nginx_sys::{
     ngx_command_t, ngx_conf_set_msec_slot, ngx_conf_t, ngx_event_t, ngx_flag_t,
-    ngx_http_cleanup_add, ngx_http_cleanup_t, ngx_http_conf_ctx_t, ngx_http_core_loc_conf_t,
-    ngx_http_core_module, ngx_http_finalize_request, ngx_http_internal_redirect, ngx_http_module_t,
-    ngx_http_post_subrequest_t, ngx_http_request_t, ngx_http_run_posted_requests,
-    ngx_http_subrequest, ngx_http_test_reading, ngx_int_t, ngx_module_t, ngx_msec_t, ngx_palloc,
-    ngx_parse_size, ngx_pcalloc, ngx_pnalloc, ngx_shared_memory_add, ngx_shm_zone_t,
-    ngx_shmtx_lock, ngx_shmtx_unlock, ngx_slab_alloc, ngx_slab_calloc, ngx_slab_pool_t, ngx_str_t,
+    ngx_http_cleanup_add, ngx_http_cleanup_t, ngx_http_conf_ctx_t, ngx_http_finalize_request,
+    ngx_http_internal_redirect, ngx_http_module_t, ngx_http_post_subrequest_t, ngx_http_request_t,
+    ngx_http_run_posted_requests, ngx_http_subrequest, ngx_http_test_reading, ngx_int_t,
+    ngx_msec_t, ngx_palloc, ngx_parse_size, ngx_pcalloc, ngx_pnalloc, ngx_shared_memory_add,
+    ngx_shm_zone_t, ngx_shmtx_lock, ngx_shmtx_unlock, ngx_slab_calloc, ngx_slab_pool_t, ngx_str_t,
     ngx_uint_t, NGX_CONF_TAKE1, NGX_DONE, NGX_ERROR, NGX_HTTP_BAD_REQUEST,
     NGX_HTTP_GATEWAY_TIME_OUT, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_LOC_CONF,
     NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_MODULE,
@@ -40,7 +39,7 @@ use nginx_sys::{
     NGX_LOG_EMERG, NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_OK,
 };
 
-use super::{command, conf_ok, mono_ms, NGX_CONF_ERROR, NGX_CONF_UNSET_MSEC};
+use super::{command, mono_ms, NGX_CONF_ERROR, NGX_CONF_OK, NGX_CONF_UNSET_MSEC};
 use crate::edge::{self, Acquire, Slot, Verdict};
 
 /// How often a worker with held requests looks at the zone.
@@ -103,15 +102,7 @@ static CTX: ngx_http_module_t = ngx_http_module_t {
     merge_loc_conf: Some(merge_loc_conf),
 };
 
-#[used]
-#[no_mangle]
-#[allow(non_upper_case_globals)]
-pub static mut ngx_http_vid_edge_module: ngx_module_t = ngx_module_t {
-    ctx: &CTX as *const _ as *mut _,
-    commands: unsafe { &raw mut COMMANDS[0] },
-    type_: NGX_HTTP_MODULE as ngx_uint_t,
-    ..ngx_module_t::default()
-};
+nginx_module!(ngx_http_vid_edge_module, NGX_HTTP_MODULE);
 
 unsafe extern "C" fn create_main_conf(cf: *mut ngx_conf_t) -> *mut c_void {
     ngx_pcalloc((*cf).pool, mem::size_of::<MainConf>())
@@ -132,14 +123,13 @@ unsafe extern "C" fn merge_loc_conf(
 ) -> *mut c_char {
     let prev = &*(parent as *const LocConf);
     let conf = &mut *(child as *mut LocConf);
-    if conf.timeout == NGX_CONF_UNSET_MSEC {
-        conf.timeout = if prev.timeout == NGX_CONF_UNSET_MSEC {
-            DEFAULT_TIMEOUT
-        } else {
-            prev.timeout
-        };
-    }
-    conf_ok()
+    super::merge(
+        &mut conf.timeout,
+        prev.timeout,
+        NGX_CONF_UNSET_MSEC,
+        DEFAULT_TIMEOUT,
+    );
+    NGX_CONF_OK
 }
 
 unsafe fn main_conf_of_cf(cf: *mut ngx_conf_t) -> *mut MainConf {
@@ -159,7 +149,7 @@ unsafe extern "C" fn set_edge(
     let arg = (*(*cf).args).as_slice::<ngx_str_t>()[1];
     if arg.as_bytes() == b"off" {
         conf.prefix = ngx::ngx_string!("");
-        return conf_ok();
+        return NGX_CONF_OK;
     }
     let b = arg.as_bytes();
     if b.first() != Some(&b'/') || b.len() > 128 || b.iter().any(|&c| c <= b' ' || c == b'?') {
@@ -178,11 +168,8 @@ unsafe extern "C" fn set_edge(
     }
     conf.prefix = prefix;
     (*main_conf_of_cf(cf)).used = 1;
-    let ctx = (*cf).ctx as *mut ngx_http_conf_ctx_t;
-    let clcf =
-        *(*ctx).loc_conf.add(ngx_http_core_module.ctx_index) as *mut ngx_http_core_loc_conf_t;
-    (*clcf).handler = Some(handler);
-    conf_ok()
+    super::set_content_handler(cf, handler);
+    NGX_CONF_OK
 }
 
 unsafe extern "C" fn set_zone_size(
@@ -206,7 +193,7 @@ unsafe extern "C" fn set_zone_size(
         return NGX_CONF_ERROR;
     }
     conf.zone_size = size as usize;
-    conf_ok()
+    NGX_CONF_OK
 }
 
 unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
@@ -250,29 +237,17 @@ struct Header {
 
 unsafe extern "C" fn zone_init(shm_zone: *mut ngx_shm_zone_t, data: *mut c_void) -> ngx_int_t {
     let zone = &mut *shm_zone;
-    if !data.is_null() {
-        let old = data as *mut Header;
-        if (*old).magic == MAGIC && (*old).slot_size == mem::size_of::<Slot>() {
-            zone.data = data;
-            return NGX_OK as ngx_int_t;
-        }
+    if super::zone::reuse(zone, data, |old: &Header| {
+        old.magic == MAGIC && old.slot_size == mem::size_of::<Slot>()
+    }) {
+        return NGX_OK as ngx_int_t;
     }
     let sp = zone.shm.addr as *mut ngx_slab_pool_t;
     let hdr = ngx_slab_calloc(sp, mem::size_of::<Header>()) as *mut Header;
     if hdr.is_null() {
         return NGX_ERROR as ngx_int_t;
     }
-    let mut n = zone.shm.size / mem::size_of::<Slot>();
-    let mut slots = ptr::null_mut();
-    (*sp).set_log_nomem(0);
-    while n > 0 {
-        slots = ngx_slab_alloc(sp, n * mem::size_of::<Slot>()) as *mut Slot;
-        if !slots.is_null() {
-            break;
-        }
-        n = n * 15 / 16;
-    }
-    (*sp).set_log_nomem(1);
+    let (slots, n) = super::zone::alloc_largest::<Slot>(sp, zone.shm.size);
     if slots.is_null() {
         return NGX_ERROR as ngx_int_t;
     }
@@ -383,12 +358,14 @@ struct Registry {
 thread_local! {
     static ZONE: RefCell<*mut ngx_shm_zone_t> = const { RefCell::new(ptr::null_mut()) };
     static REGISTRY: RefCell<Registry> = RefCell::new(Registry::default());
+    // SAFETY: an all-zero ngx_event_t is an event's initial state (as from ngx_pcalloc).
     static TIMER: RefCell<Box<ngx_event_t>> = RefCell::new(Box::new(unsafe { mem::zeroed() }));
+    // SAFETY: an all-zero ngx_event_t is an event's initial state (as from ngx_pcalloc).
     static WAKE: RefCell<Box<ngx_event_t>> = RefCell::new(Box::new(unsafe { mem::zeroed() }));
 }
 
 unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
-    super::http::serve(r, "hls_live_edge", || start(r))
+    super::respond::serve(r, "hls_live_edge", || start(r))
 }
 
 unsafe fn pool_str(r: *mut ngx_http_request_t, parts: &[&[u8]]) -> Option<ngx_str_t> {
@@ -607,6 +584,8 @@ fn arm() {
     if already {
         return;
     }
+    // SAFETY: a per-worker timer in a thread-local box (stable address), used only by
+    // this thread's event loop.
     TIMER.with(|t| unsafe {
         let mut t = t.borrow_mut();
         let ev: *mut ngx_event_t = &mut **t;
@@ -621,6 +600,8 @@ fn arm() {
 
 /// Check the held requests now (after the current event): a fetch of this worker ended.
 fn wake() {
+    // SAFETY: a per-worker event in a thread-local box (stable address), posted to this
+    // thread's event loop; nginx clears `posted` when it runs it.
     WAKE.with(|w| unsafe {
         let mut w = w.borrow_mut();
         let ev: *mut ngx_event_t = &mut **w;

@@ -13,14 +13,14 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use nginx_sys::{
     ngx_array_push, ngx_command_t, ngx_conf_t, ngx_connection_t, ngx_http_conf_ctx_t,
-    ngx_http_core_loc_conf_t, ngx_http_core_main_conf_t, ngx_http_core_module, ngx_http_handler_pt,
+    ngx_http_core_main_conf_t, ngx_http_core_module, ngx_http_handler_pt,
     ngx_http_phases_NGX_HTTP_LOG_PHASE, ngx_http_request_t, ngx_int_t, ngx_shm_zone_t,
     ngx_shmtx_lock, ngx_shmtx_unlock, ngx_slab_calloc, ngx_slab_pool_t, ngx_str_t, ngx_uint_t,
     NGX_ERROR, NGX_OK,
 };
 
 use super::http::ngx_http_vid_module;
-use super::{conf_ok, mono_ms, NGX_CONF_ERROR};
+use super::{mono_ms, NGX_CONF_ERROR, NGX_CONF_OK};
 use crate::ingest::{Connection, IngestError};
 use crate::metrics::{self, Refusal, Table, ZoneSlots};
 use crate::playlist::StreamSummary;
@@ -64,12 +64,10 @@ pub unsafe fn zone_add(cf: *mut ngx_conf_t) -> bool {
 
 unsafe extern "C" fn init(shm_zone: *mut ngx_shm_zone_t, data: *mut c_void) -> ngx_int_t {
     let zone = &mut *shm_zone;
-    if !data.is_null() {
-        let old = data as *mut Header;
-        if (*old).magic == MAGIC && (*old).size == mem::size_of::<Table>() {
-            zone.data = data;
-            return NGX_OK as ngx_int_t;
-        }
+    if super::zone::reuse(zone, data, |old: &Header| {
+        old.magic == MAGIC && old.size == mem::size_of::<Table>()
+    }) {
+        return NGX_OK as ngx_int_t;
     }
     let sp = zone.shm.addr as *mut ngx_slab_pool_t;
     let hdr = ngx_slab_calloc(sp, mem::size_of::<Header>()) as *mut Header;
@@ -125,6 +123,9 @@ unsafe fn zone() -> *mut ngx_shm_zone_t {
 
 /// Run `f` on the shared counters with the zone locked; `None` without a zone.
 pub fn with_table<R>(f: impl FnOnce(&mut Table) -> R) -> Option<R> {
+    // SAFETY: `zone()` is null or the counters' zone of the running configuration, whose
+    // `data` is null or the header `init` wrote; the table is touched only under the
+    // zone's mutex, which is released even if `f` panics.
     unsafe {
         let z = zone().as_ref()?;
         let hdr = (z.data as *mut Header).as_mut()?;
@@ -245,15 +246,12 @@ pub unsafe extern "C" fn set_hls_live_metrics(
     _cmd: *mut ngx_command_t,
     _conf: *mut c_void,
 ) -> *mut c_char {
-    let ctx = (*cf).ctx as *mut ngx_http_conf_ctx_t;
-    let clcf =
-        *(*ctx).loc_conf.add(ngx_http_core_module.ctx_index) as *mut ngx_http_core_loc_conf_t;
-    if (*clcf).handler.is_some() {
+    if (*super::core_loc_conf(cf)).handler.is_some() {
         return c"is duplicate".as_ptr().cast_mut();
     }
-    (*clcf).handler = Some(metrics_handler);
+    super::set_content_handler(cf, metrics_handler);
     if zone_add(cf) {
-        conf_ok()
+        NGX_CONF_OK
     } else {
         NGX_CONF_ERROR
     }
@@ -263,34 +261,26 @@ pub unsafe extern "C" fn set_hls_live_metrics(
 unsafe fn zone_slots() -> Option<ZoneSlots> {
     let cycle = nginx_sys::ngx_cycle;
     let mut out: Option<ZoneSlots> = None;
-    let mut part: *mut nginx_sys::ngx_list_part_t = &mut (*cycle).shared_memory.part;
-    while !part.is_null() {
-        let elts = (*part).elts as *mut ngx_shm_zone_t;
-        for i in 0..(*part).nelts {
-            let z = elts.add(i);
-            if (*z).tag != super::stream::zone_tag() {
-                continue;
-            }
-            let counted = super::zone::Zone(z).with_table(|t| {
-                let used = t
-                    .iter()
-                    .filter(|s| s.state() != crate::store::StreamState::Free)
-                    .count() as u64;
-                (used, t.capacity() as u64)
-            });
-            if let Some((used, cap)) = counted {
-                let o = out.get_or_insert_with(ZoneSlots::default);
-                o.used += used;
-                o.free += cap.saturating_sub(used);
-            }
+    for z in super::zone::vid_zones(cycle) {
+        // SAFETY: a vid zone of the running cycle, whose zones outlive this call.
+        let counted = super::zone::Zone::new(z).with_table(|t| {
+            let used = t
+                .iter()
+                .filter(|s| s.state() != crate::store::StreamState::Free)
+                .count() as u64;
+            (used, t.capacity() as u64)
+        });
+        if let Some((used, cap)) = counted {
+            let o = out.get_or_insert_with(ZoneSlots::default);
+            o.used += used;
+            o.free += cap.saturating_sub(used);
         }
-        part = (*part).next;
     }
     out
 }
 
 unsafe extern "C" fn metrics_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
-    super::http::serve(r, "hls_live_metrics", || {
+    super::respond::serve(r, "hls_live_metrics", || {
         // Copy out under the lock, render after it.
         let snap = with_table(|t| {
             let mut b: Box<Table> = Box::new(Table::ZERO);
@@ -301,7 +291,7 @@ unsafe extern "C" fn metrics_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
         let slots = zone_slots();
         let workers = worker_processes();
         let body = metrics::render(&snap, mono_ms(), slots, workers);
-        super::http::send_text(r, metrics::CONTENT_TYPE, body.as_bytes(), 0)
+        super::respond::send_text(r, metrics::CONTENT_TYPE, body.as_bytes(), 0)
     })
 }
 

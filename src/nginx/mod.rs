@@ -2,11 +2,35 @@
 //!
 //! - `stream`: the `rtmp_live` stream content handler (RTMP ingest) and its directives.
 //! - `http`: the `hls_live` location handler (playlists and media).
-//! - `zone`: the shared-memory zone holding every stream's index.
+//! - `respond`: what every content handler answers with (errors, text, files, the media
+//!   playlist and its render cache).
+//! - `wait`: held requests (blocking playlist reloads, the preload-hinted part).
+//! - `zone`: the shared-memory zone holding every stream's index: its tag, directive,
+//!   `init` and lookups.
 //! - `sweeper`: a per-worker timer that retires ended streams and their files.
 //! - `conf_check`: a configuration check that names a zone used but never defined.
 //! - `edge`: the `hls_live_edge` handler (a vid edge: coalesced, woken origin fetches).
 #![allow(clippy::missing_safety_doc)]
+
+/// Defines the exported module `$name` of `$type_` from the calling file's `CTX` and
+/// `COMMANDS`, with any of `ngx_module_t`'s hooks (`init_module: Some(f)`, …).
+macro_rules! nginx_module {
+    ($name:ident, $type_:expr $(, $hook:ident: $value:expr)* $(,)?) => {
+        #[used]
+        #[no_mangle]
+        #[allow(non_upper_case_globals)]
+        pub static mut $name: nginx_sys::ngx_module_t = nginx_sys::ngx_module_t {
+            $($hook: $value,)*
+            ..$crate::nginx::module(
+                (&raw const CTX).cast(),
+                // SAFETY: the directive table is only read by nginx (through this
+                // pointer), never through a Rust reference.
+                unsafe { &raw mut COMMANDS[0] },
+                $type_,
+            )
+        };
+    };
+}
 
 mod auth;
 mod callback;
@@ -16,6 +40,7 @@ mod edge;
 mod http;
 mod metrics;
 mod recordings;
+mod respond;
 mod stream;
 mod sweeper;
 mod vars;
@@ -55,11 +80,26 @@ pub static mut ngx_module_names: [*const c_char; 5] = [
 #[allow(non_upper_case_globals)]
 pub static mut ngx_module_order: [*const c_char; 1] = [core::ptr::null()];
 
-pub(crate) const NGX_CONF_ERROR: *mut c_char = usize::MAX as *mut c_char;
-pub(crate) const NGX_CONF_UNSET: isize = -1;
+pub(crate) use nginx_sys::NGX_CONF_UNSET;
+pub(crate) use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
 pub(crate) const NGX_CONF_UNSET_UINT: ngx_uint_t = ngx_uint_t::MAX;
 pub(crate) const NGX_CONF_UNSET_MSEC: ngx_msec_t = ngx_msec_t::MAX;
 pub(crate) const NGX_CONF_UNSET_SIZE: usize = usize::MAX;
+
+/// A module of `type_` with its context and directive table; the rest (nginx's
+/// `NGX_MODULE_V1` header, no hooks) as `ngx_module_t::default`.
+pub(crate) const fn module(
+    ctx: *const core::ffi::c_void,
+    commands: *mut nginx_sys::ngx_command_t,
+    type_: u32,
+) -> nginx_sys::ngx_module_t {
+    nginx_sys::ngx_module_t {
+        ctx: ctx.cast_mut(),
+        commands,
+        type_: type_ as ngx_uint_t,
+        ..nginx_sys::ngx_module_t::default()
+    }
+}
 
 type SetHandler = unsafe extern "C" fn(
     *mut nginx_sys::ngx_conf_t,
@@ -85,8 +125,33 @@ pub(crate) const fn command(
     }
 }
 
-pub(crate) fn conf_ok() -> *mut c_char {
-    core::ptr::null_mut()
+/// Merge one setting with the enclosing level's: `v` keeps its own value, else takes
+/// `prev`'s, else `default` (nginx's `ngx_conf_merge_*_value`).
+pub(crate) fn merge<T: PartialEq + Copy>(v: &mut T, prev: T, unset: T, default: T) {
+    if *v == unset {
+        *v = if prev == unset { default } else { prev };
+    }
+}
+
+/// The core module's configuration of the http location being parsed.
+pub(crate) unsafe fn core_loc_conf(
+    cf: *mut nginx_sys::ngx_conf_t,
+) -> *mut nginx_sys::ngx_http_core_loc_conf_t {
+    // SAFETY (caller): `cf` is parsing a directive of an http location, so its context is
+    // an http conf context with the core module's location configuration.
+    let ctx = (*cf).ctx as *mut nginx_sys::ngx_http_conf_ctx_t;
+    *(*ctx)
+        .loc_conf
+        .add(nginx_sys::ngx_http_core_module.ctx_index)
+        as *mut nginx_sys::ngx_http_core_loc_conf_t
+}
+
+/// Make `handler` the content handler of the http location being parsed.
+pub(crate) unsafe fn set_content_handler(
+    cf: *mut nginx_sys::ngx_conf_t,
+    handler: unsafe extern "C" fn(*mut nginx_sys::ngx_http_request_t) -> nginx_sys::ngx_int_t,
+) {
+    (*core_loc_conf(cf)).handler = Some(handler);
 }
 
 /// nginx's cached monotonic clock (CLOCK_MONOTONIC, in ms; one clock for every worker of a

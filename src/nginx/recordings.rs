@@ -12,13 +12,12 @@ use core::ffi::{c_char, c_void};
 use std::path::PathBuf;
 
 use nginx_sys::{
-    ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_http_conf_ctx_t, ngx_http_core_loc_conf_t,
-    ngx_http_core_module, ngx_http_request_t, ngx_int_t, ngx_str_t, NGX_HTTP_BAD_REQUEST,
-    NGX_HTTP_NOT_FOUND, NGX_LOG_INFO, NGX_OK,
+    ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_http_request_t, ngx_int_t, ngx_str_t,
+    NGX_HTTP_BAD_REQUEST, NGX_HTTP_NOT_FOUND, NGX_LOG_INFO, NGX_OK,
 };
 use ngx::ngx_log_error;
 
-use super::{conf_ok, NGX_CONF_ERROR};
+use super::{NGX_CONF_ERROR, NGX_CONF_OK};
 use crate::record::listing;
 
 pub unsafe extern "C" fn set_hls_live_recordings(
@@ -55,15 +54,12 @@ unsafe fn set_path_and_handler(
     if ngx_conf_full_name((*cf).cycle, field, 0) != NGX_OK as ngx_int_t {
         return NGX_CONF_ERROR;
     }
-    let ctx = (*cf).ctx as *mut ngx_http_conf_ctx_t;
-    let clcf =
-        *(*ctx).loc_conf.add(ngx_http_core_module.ctx_index) as *mut ngx_http_core_loc_conf_t;
-    (*clcf).handler = Some(h);
-    conf_ok()
+    super::set_content_handler(cf, h);
+    NGX_CONF_OK
 }
 
 unsafe extern "C" fn dvr_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
-    super::http::serve(r, "hls_live_dvr", || {
+    super::respond::serve(r, "hls_live_dvr", || {
         let Some((key, file)) = crate::store::names::split_uri((*r).uri.as_bytes()) else {
             return NGX_HTTP_NOT_FOUND as ngx_int_t;
         };
@@ -79,7 +75,7 @@ unsafe extern "C" fn dvr_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
         );
         match listing::dvr_playlist(&root, key, skip) {
             Some(body) => {
-                super::http::send_text(r, "application/vnd.apple.mpegurl", body.as_bytes(), 1)
+                super::respond::send_text(r, crate::playlist::PLAYLIST_MIME, body.as_bytes(), 1)
             }
             None => NGX_HTTP_NOT_FOUND as ngx_int_t,
         }
@@ -87,7 +83,7 @@ unsafe extern "C" fn dvr_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
 }
 
 unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
-    super::http::serve(r, "hls_live_recordings", || {
+    super::respond::serve(r, "hls_live_recordings", || {
         let args = String::from_utf8_lossy((*r).args.as_bytes()).into_owned();
         let q = match listing::parse_query(&args) {
             Ok(q) => q,
@@ -105,6 +101,6 @@ unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
             String::from_utf8_lossy(super::http::recordings_path(r).as_bytes()).into_owned(),
         );
         let body = listing::list(&root, &q);
-        super::http::send_text(r, "application/json", body.as_bytes(), 1)
+        super::respond::send_text(r, crate::playlist::JSON_MIME, body.as_bytes(), 1)
     })
 }

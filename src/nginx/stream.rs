@@ -13,11 +13,10 @@ use nginx_sys::{
     ngx_command_t, ngx_conf_full_name, ngx_conf_set_flag_slot, ngx_conf_set_msec_slot,
     ngx_conf_set_num_slot, ngx_conf_set_size_slot, ngx_conf_set_str_slot, ngx_conf_t,
     ngx_connection_t, ngx_event_t, ngx_flag_t, ngx_handle_read_event, ngx_handle_write_event,
-    ngx_int_t, ngx_module_t, ngx_msec_t, ngx_parse_size, ngx_pcalloc, ngx_pool_cleanup_add,
-    ngx_shared_memory_add, ngx_shm_zone_t, ngx_str_t, ngx_stream_conf_ctx_t,
-    ngx_stream_core_module, ngx_stream_core_srv_conf_t, ngx_stream_finalize_session,
-    ngx_stream_module_t, ngx_stream_session_t, ngx_uint_t, NGX_AGAIN, NGX_CONF_FLAG,
-    NGX_CONF_TAKE1, NGX_CONF_TAKE2, NGX_ERROR, NGX_LOG_EMERG, NGX_LOG_ERR, NGX_LOG_INFO,
+    ngx_int_t, ngx_msec_t, ngx_pcalloc, ngx_pool_cleanup_add, ngx_shm_zone_t, ngx_str_t,
+    ngx_stream_conf_ctx_t, ngx_stream_core_module, ngx_stream_core_srv_conf_t,
+    ngx_stream_finalize_session, ngx_stream_module_t, ngx_stream_session_t, ngx_uint_t, NGX_AGAIN,
+    NGX_CONF_FLAG, NGX_CONF_TAKE1, NGX_CONF_TAKE2, NGX_LOG_EMERG, NGX_LOG_ERR, NGX_LOG_INFO,
     NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_OK, NGX_STREAM_INTERNAL_SERVER_ERROR, NGX_STREAM_MAIN_CONF,
     NGX_STREAM_MODULE, NGX_STREAM_OK, NGX_STREAM_SRV_CONF, NGX_STREAM_SRV_CONF_OFFSET,
 };
@@ -25,10 +24,10 @@ use ngx::{ngx_conf_log_error, ngx_log_error};
 
 use super::zone::{self, Zone};
 use super::{
-    command, conf_ok, mono_ms, now, NGX_CONF_ERROR, NGX_CONF_UNSET, NGX_CONF_UNSET_MSEC,
+    command, merge, mono_ms, now, NGX_CONF_ERROR, NGX_CONF_OK, NGX_CONF_UNSET, NGX_CONF_UNSET_MSEC,
     NGX_CONF_UNSET_SIZE, NGX_CONF_UNSET_UINT,
 };
-use crate::ingest::{Connection, IngestConfig, LogLevel};
+use crate::ingest::{Connection, IngestConfig, IngestError, LogLevel};
 use crate::store::{Lifecycle, Takeover};
 
 /// Per-server configuration (`stream { server { ... } }`).
@@ -65,7 +64,7 @@ static mut COMMANDS: [ngx_command_t; 24] = [
     command(
         ngx::ngx_string!("hls_live_zone"),
         NGX_STREAM_MAIN_CONF | NGX_CONF_TAKE2,
-        set_zone,
+        zone::set_zone,
         0,
         0,
     ),
@@ -240,41 +239,18 @@ static CTX: ngx_stream_module_t = ngx_stream_module_t {
     merge_srv_conf: Some(merge_srv_conf),
 };
 
-#[used]
-#[no_mangle]
-#[allow(non_upper_case_globals)]
-pub static mut ngx_stream_vid_module: ngx_module_t = ngx_module_t {
-    ctx: &CTX as *const _ as *mut _,
-    commands: unsafe { &raw mut COMMANDS[0] },
-    type_: NGX_STREAM_MODULE as ngx_uint_t,
+nginx_module!(
+    ngx_stream_vid_module,
+    NGX_STREAM_MODULE,
     init_module: Some(init_module),
     init_process: Some(super::catalog::init_process),
     exit_process: Some(super::catalog::exit_process),
-    ..ngx_module_t::default()
-};
+);
 
 /// A configuration was accepted (master): carry streams into resized zones.
 unsafe extern "C" fn init_module(cycle: *mut nginx_sys::ngx_cycle_t) -> ngx_int_t {
     zone::commit(cycle);
     NGX_OK as ngx_int_t
-}
-
-/// The tag that marks vid's shared zones, shared by the stream and http sides.
-pub fn zone_tag() -> *mut c_void {
-    (&raw mut ngx_stream_vid_module).cast()
-}
-
-/// Look up (or forward-declare, with size 0) the vid zone `name`.
-pub unsafe fn zone_add(
-    cf: *mut ngx_conf_t,
-    name: &mut ngx_str_t,
-    size: usize,
-) -> *mut ngx_shm_zone_t {
-    let z = ngx_shared_memory_add(cf, name, size, zone_tag());
-    if !z.is_null() {
-        (*z).init = Some(zone::init);
-    }
-    z
 }
 
 unsafe extern "C" fn create_srv_conf(cf: *mut ngx_conf_t) -> *mut c_void {
@@ -419,37 +395,7 @@ unsafe extern "C" fn merge_srv_conf(
         );
         return NGX_CONF_ERROR;
     }
-    conf_ok()
-}
-
-fn merge<T: PartialEq + Copy>(v: &mut T, prev: T, unset: T, default: T) {
-    if *v == unset {
-        *v = if prev == unset { default } else { prev };
-    }
-}
-
-unsafe extern "C" fn set_zone(
-    cf: *mut ngx_conf_t,
-    _cmd: *mut ngx_command_t,
-    _conf: *mut c_void,
-) -> *mut c_char {
-    let args = (*(*cf).args).as_slice_mut::<ngx_str_t>();
-    let mut name = args[1];
-    let size = ngx_parse_size(&mut args[2]);
-    if size == NGX_ERROR as isize || size < 64 * 1024 {
-        ngx_conf_log_error!(
-            NGX_LOG_EMERG,
-            cf,
-            "invalid zone size \"{}\" (at least 64k)",
-            args[2]
-        );
-        return NGX_CONF_ERROR;
-    }
-    let z = zone_add(cf, &mut name, size as usize);
-    if z.is_null() {
-        return NGX_CONF_ERROR;
-    }
-    conf_ok()
+    NGX_CONF_OK
 }
 
 unsafe extern "C" fn set_rtmp_live(
@@ -463,7 +409,7 @@ unsafe extern "C" fn set_rtmp_live(
     }
     let args = (*(*cf).args).as_slice_mut::<ngx_str_t>();
     let mut name = args[1];
-    conf.zone = zone_add(cf, &mut name, 0);
+    conf.zone = zone::add(cf, &mut name, 0);
     if conf.zone.is_null() {
         return NGX_CONF_ERROR;
     }
@@ -471,7 +417,7 @@ unsafe extern "C" fn set_rtmp_live(
     let cscf =
         *(*ctx).srv_conf.add(ngx_stream_core_module.ctx_index) as *mut ngx_stream_core_srv_conf_t;
     (*cscf).handler = Some(handler);
-    conf_ok()
+    NGX_CONF_OK
 }
 
 /// Per-connection state, owned by the connection's pool (freed by a pool cleanup).
@@ -535,7 +481,9 @@ unsafe extern "C" fn handler(s: *mut ngx_stream_session_t) {
     }
     let session = Box::into_raw(Box::new(Session {
         conn: Connection::new(cfg),
-        zone: Zone(conf.zone),
+        // SAFETY: `conf.zone` is the vid zone `set_rtmp_live` added (the handler is
+        // installed only with it); it lives as long as this configuration.
+        zone: Zone::new(conf.zone),
         timeout: conf.timeout,
         handshake_timeout: conf.handshake_timeout,
         accepted_ms: mono_ms(),
@@ -676,32 +624,7 @@ unsafe fn feed(c: *mut ngx_connection_t, session: &mut Session, data: &[u8]) -> 
     if let Some(key) = session.conn.key() {
         super::wait::wake(session.zone, key);
     }
-    match res {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            ngx_log_error!(NGX_LOG_ERR, (*c).log, "rtmp: closing connection: {}", e);
-            flush(c, session);
-            finalize(c, NGX_STREAM_OK);
-            return false;
-        }
-        Err(_) => {
-            ngx_log_error!(
-                NGX_LOG_ERR,
-                (*c).log,
-                "rtmp: internal error, closing connection"
-            );
-            finalize(c, NGX_STREAM_INTERNAL_SERVER_ERROR);
-            return false;
-        }
-    }
-    if let Err(d) = super::callback::after_feed(&mut session.calls, &mut session.conn, c) {
-        return answer(c, session, d);
-    }
-    if !flush(c, session) {
-        finalize(c, NGX_STREAM_OK);
-        return false;
-    }
-    true
+    settle(c, session, res)
 }
 
 /// The publish callback answered for the session of `c` (see src/nginx/callback.rs).
@@ -732,6 +655,17 @@ unsafe fn answer(
     for (level, msg) in session.conn.take_log() {
         log_line((*c).log, level, &msg);
     }
+    settle(c, session, res)
+}
+
+/// After the session took bytes or a callback's decision (`res`): close on an error or a
+/// panic, start or answer a pending publish callback, send what is queued. False if the
+/// connection was finalized.
+unsafe fn settle(
+    c: *mut ngx_connection_t,
+    session: &mut Session,
+    res: std::thread::Result<Result<(), IngestError>>,
+) -> bool {
     match res {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
@@ -781,7 +715,7 @@ unsafe fn flush(c: *mut ngx_connection_t, session: &mut Session) -> bool {
         session.conn.consume_output(n as usize);
     }
     if !session.conn.output().is_empty() {
-        if session.conn.output().len() > 4 * 1024 * 1024 {
+        if session.conn.output().len() > crate::rtmp::MAX_OUTPUT_BUFFER {
             ngx_log_error!(
                 NGX_LOG_ERR,
                 (*c).log,

@@ -4,21 +4,18 @@
 
 use core::ptr;
 
-use nginx_sys::{
-    ngx_cycle, ngx_cycle_t, ngx_event_t, ngx_int_t, ngx_list_part_t, ngx_shm_zone_t, NGX_LOG_ERR,
-    NGX_OK,
-};
+use nginx_sys::{ngx_cycle, ngx_cycle_t, ngx_event_t, ngx_int_t, NGX_LOG_ERR, NGX_OK};
 use ngx::ngx_log_error;
 
 use super::mono_ms;
-use super::stream::zone_tag;
-use super::zone::Zone;
+use super::zone::{self, Zone};
 
 const INTERVAL_MS: usize = 1000;
 /// A live stream whose index has not been written for this long lost its publisher
 /// (its worker died); ingest closes idle publishers well before that.
 const STALE_MS: i64 = 90_000;
 
+// SAFETY: an all-zero ngx_event_t is an event's initial state (as from ngx_pcalloc).
 static mut TIMER: ngx_event_t = unsafe { core::mem::zeroed() };
 
 pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
@@ -59,27 +56,13 @@ fn process_exists(pid: u32) -> bool {
 const ESRCH: i32 = 3;
 
 unsafe fn sweep(ev: *mut ngx_event_t) {
-    let cycle = ngx_cycle;
     let now = mono_ms();
-    let mut part: *mut ngx_list_part_t = &mut (*cycle).shared_memory.part;
-    let mut zones: *mut ngx_shm_zone_t = (*part).elts.cast();
-    let mut i = 0;
-    loop {
-        if i >= (*part).nelts {
-            if (*part).next.is_null() {
-                break;
-            }
-            part = (*part).next;
-            zones = (*part).elts.cast();
-            i = 0;
+    for z in zone::vid_zones(ngx_cycle) {
+        if (*z).data.is_null() {
             continue;
         }
-        let z = zones.add(i);
-        i += 1;
-        if (*z).tag != zone_tag() || (*z).data.is_null() {
-            continue;
-        }
-        let zone = Zone(z);
+        // SAFETY: a vid zone of the running cycle, whose zones outlive this call.
+        let zone = Zone::new(z);
         // Workers tick out of step; whichever comes first does the zone's sweep.
         let dirs = zone.sweep(now, INTERVAL_MS as i64 - 50, STALE_MS, &mut process_exists);
         for dir in dirs {

@@ -110,7 +110,9 @@ pub fn held(r: *mut ngx_http_request_t, key: &str) {
             i.held_since = Some(mono_ms());
         }
     });
-    super::metrics::with_table(|t| t.held(key, unsafe { nginx_sys::ngx_worker }, 1));
+    // SAFETY: a plain read of this worker's number, set before any request is served.
+    let worker = unsafe { nginx_sys::ngx_worker };
+    super::metrics::with_table(|t| t.held(key, worker, 1));
 }
 
 /// `r` is answered after being held.
@@ -123,7 +125,9 @@ pub fn released(r: *mut ngx_http_request_t) {
         Some(i.key.clone())
     });
     if let Some(key) = key {
-        super::metrics::with_table(|t| t.held(&key, unsafe { nginx_sys::ngx_worker }, -1));
+        // SAFETY: a plain read of this worker's number, set before any request is served.
+        let worker = unsafe { nginx_sys::ngx_worker };
+        super::metrics::with_table(|t| t.held(&key, worker, -1));
     }
 }
 

@@ -25,8 +25,8 @@ use nginx_sys::{
     NGX_HTTP_NOT_FOUND, NGX_HTTP_SERVICE_UNAVAILABLE,
 };
 
-use super::http;
 use super::mono_ms;
+use super::respond;
 use super::zone::{Lookup, Zone};
 use crate::playlist::held::{self, Held, Verdict};
 use crate::playlist::MediaRequest;
@@ -103,7 +103,7 @@ impl Registry {
     }
 
     fn stream_id(&self, zone: Zone, key: &str) -> Option<usize> {
-        self.by_key.get(&(zone.0 as usize))?.get(key).copied()
+        self.by_key.get(&(zone.id()))?.get(key).copied()
     }
 
     /// Remove waiter `id`; the stream goes with its last waiter.
@@ -119,7 +119,7 @@ impl Registry {
 
     fn drop_stream(&mut self, sid: usize) {
         if let Some(st) = self.streams.remove(&sid) {
-            let zone = st.zone.0 as usize;
+            let zone = st.zone.id();
             if let Some(keys) = self.by_key.get_mut(&zone) {
                 keys.remove(&st.key);
                 if keys.is_empty() {
@@ -132,21 +132,23 @@ impl Registry {
 
 thread_local! {
     static REGISTRY: RefCell<Registry> = RefCell::new(Registry::default());
+    // SAFETY: an all-zero ngx_event_t is an event's initial state (as from ngx_pcalloc).
     static TIMER: RefCell<Box<ngx_event_t>> = RefCell::new(Box::new(unsafe { core::mem::zeroed() }));
+    // SAFETY: an all-zero ngx_event_t is an event's initial state (as from ngx_pcalloc).
     static WAKE: RefCell<Box<ngx_event_t>> = RefCell::new(Box::new(unsafe { core::mem::zeroed() }));
 }
 
-/// Hold `r` until `want` is satisfied or `deadline_ms` passes. Returns what the content
-/// handler returns.
+/// Hold `r` until `want` is satisfied or `deadline_ms` passes; `max`: the location's
+/// `hls_live_max_held`. Returns what the content handler returns.
 pub unsafe fn hold(
     r: *mut ngx_http_request_t,
     zone: Zone,
     key: &str,
     want: Want,
     deadline_ms: i64,
+    max: usize,
 ) -> ngx_int_t {
     // hls_live_max_held: held requests cost memory; past the cap, 503 at once.
-    let max = http::max_held(r);
     let held = REGISTRY.with(|reg| reg.borrow().held());
     if held >= max {
         ngx::ngx_log_error!(
@@ -156,7 +158,7 @@ pub unsafe fn hold(
             held,
             key
         );
-        return http::error(r, NGX_HTTP_SERVICE_UNAVAILABLE, 1);
+        return respond::error(r, NGX_HTTP_SERVICE_UNAVAILABLE, 1);
     }
     let cln = ngx_http_cleanup_add(r, 0);
     if cln.is_null() {
@@ -185,7 +187,7 @@ pub unsafe fn hold(
                     },
                 );
                 reg.by_key
-                    .entry(zone.0 as usize)
+                    .entry(zone.id())
                     .or_default()
                     .insert(key.to_owned(), sid);
                 sid
@@ -408,8 +410,8 @@ unsafe fn release(w: Waiter, verdict: Verdict, zone: Zone, idx: Option<&StreamIn
         (Verdict::Ready, Some(idx)) => match &w.want {
             // Only LL-HLS (fMP4) locations hold playlist requests.
             Want::Playlist { req, siblings } => {
-                let reports = http::rendition_reports(zone, siblings);
-                http::send_media_playlist(
+                let reports = respond::rendition_reports(zone, siblings);
+                respond::send_media_playlist(
                     r,
                     idx,
                     req,
@@ -424,17 +426,17 @@ unsafe fn release(w: Waiter, verdict: Verdict, zone: Zone, idx: Option<&StreamIn
                 path,
                 content_type,
             } => match idx.part_range(*msn, *part) {
-                Some(range) => http::send_file(r, path, content_type, Some(range)),
+                Some(range) => respond::send_file(r, path, content_type, Some(range)),
                 None => NGX_HTTP_NOT_FOUND as ngx_int_t,
             },
         },
-        (Verdict::TimedOut, _) => http::error(
+        (Verdict::TimedOut, _) => respond::error(
             r,
             NGX_HTTP_SERVICE_UNAVAILABLE,
             held::error_max_age(idx, w.want.held(), verdict),
         ),
         // Gone (or a stream that vanished): 404 with its own stream's error lifetime.
-        _ => http::error(
+        _ => respond::error(
             r,
             NGX_HTTP_NOT_FOUND,
             held::error_max_age(idx, w.want.held(), Verdict::Gone),

@@ -4,14 +4,24 @@
 //! one [`Header`] and a table of [`StreamIndex`] slots from it once, and keep them across
 //! `nginx -s reload` (nginx hands the old zone's `data` to `init` when the zone is reused).
 //! Every access takes the slab pool's mutex.
+//!
+//! As nginx's limit_req module keeps its zone code together, this file is the zone's one
+//! home: its tag, the `hls_live_zone NAME SIZE;` directive, [`add`] (used by every
+//! directive that names a zone), `init`, the carry-over on reload, the lookup of a
+//! cycle's vid zones, and the [`Zone`] handle.
 
-use core::ffi::c_void;
+use core::ffi::{c_char, c_void};
 use core::{mem, ptr, slice};
 
 use nginx_sys::{
-    ngx_int_t, ngx_shm_zone_t, ngx_shmtx_lock, ngx_shmtx_unlock, ngx_slab_alloc, ngx_slab_calloc,
-    ngx_slab_pool_t, NGX_ERROR, NGX_LOG_ALERT, NGX_LOG_EMERG, NGX_LOG_NOTICE, NGX_OK,
+    ngx_command_t, ngx_conf_t, ngx_cycle_t, ngx_int_t, ngx_list_part_t, ngx_parse_size,
+    ngx_shared_memory_add, ngx_shm_zone_t, ngx_shmtx_lock, ngx_shmtx_unlock, ngx_slab_alloc,
+    ngx_slab_calloc, ngx_slab_pool_t, ngx_str_t, NGX_ERROR, NGX_LOG_ALERT, NGX_LOG_EMERG,
+    NGX_LOG_NOTICE, NGX_OK,
 };
+use ngx::ngx_conf_log_error;
+
+use super::{NGX_CONF_ERROR, NGX_CONF_OK};
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -37,6 +47,69 @@ struct Header {
     retired: usize,
 }
 
+/// Its address is the tag of vid's index zones, shared by the stream and http sides
+/// (a zone named by both is one zone).
+static TAG: u8 = 0;
+
+/// The tag that marks vid's index zones.
+pub fn tag() -> *mut c_void {
+    (&raw const TAG).cast_mut().cast()
+}
+
+/// `hls_live_zone NAME SIZE;` (stream main level): defines the zone.
+pub unsafe extern "C" fn set_zone(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    _conf: *mut c_void,
+) -> *mut c_char {
+    let args = (*(*cf).args).as_slice_mut::<ngx_str_t>();
+    let mut name = args[1];
+    let size = ngx_parse_size(&mut args[2]);
+    if size == NGX_ERROR as isize || size < 64 * 1024 {
+        ngx_conf_log_error!(
+            NGX_LOG_EMERG,
+            cf,
+            "invalid zone size \"{}\" (at least 64k)",
+            args[2]
+        );
+        return NGX_CONF_ERROR;
+    }
+    if add(cf, &mut name, size as usize).is_null() {
+        return NGX_CONF_ERROR;
+    }
+    NGX_CONF_OK
+}
+
+/// Look up (or forward-declare, with size 0) the vid zone `name`.
+pub unsafe fn add(cf: *mut ngx_conf_t, name: &mut ngx_str_t, size: usize) -> *mut ngx_shm_zone_t {
+    let z = ngx_shared_memory_add(cf, name, size, tag());
+    if !z.is_null() {
+        (*z).init = Some(init);
+    }
+    z
+}
+
+/// The vid zones of `cycle` (none for a null cycle), in the order they were added.
+pub unsafe fn vid_zones(cycle: *const ngx_cycle_t) -> Vec<*mut ngx_shm_zone_t> {
+    let mut out = Vec::new();
+    if cycle.is_null() {
+        return out;
+    }
+    // SAFETY (caller): `cycle` is a cycle whose shared memory list nginx built.
+    let mut part: *const ngx_list_part_t = &(*cycle).shared_memory.part;
+    while !part.is_null() {
+        let zones: *mut ngx_shm_zone_t = (*part).elts.cast();
+        for i in 0..(*part).nelts {
+            let z = zones.add(i);
+            if (*z).tag == tag() {
+                out.push(z);
+            }
+        }
+        part = (*part).next;
+    }
+    out
+}
+
 /// Zones of the configuration being loaded whose previous incarnation (same name, other
 /// size) is to be carried over once the configuration is committed: (new, old).
 static mut PENDING: Vec<(*mut ngx_shm_zone_t, *mut ngx_shm_zone_t)> = Vec::new();
@@ -45,12 +118,10 @@ static mut PENDING: Vec<(*mut ngx_shm_zone_t, *mut ngx_shm_zone_t)> = Vec::new()
 pub unsafe extern "C" fn init(shm_zone: *mut ngx_shm_zone_t, data: *mut c_void) -> ngx_int_t {
     let zone = &mut *shm_zone;
     let log = ngx::log::ngx_cycle_log().as_ptr();
-    if !data.is_null() {
-        let old = data as *mut Header;
-        if (*old).magic == MAGIC && (*old).index_size == mem::size_of::<StreamIndex>() {
-            zone.data = data;
-            return NGX_OK as ngx_int_t;
-        }
+    if reuse(zone, data, |old: &Header| {
+        old.magic == MAGIC && old.index_size == mem::size_of::<StreamIndex>()
+    }) {
+        return NGX_OK as ngx_int_t;
     }
     if let Some(old) = previous_incarnation(zone) {
         // A resize: nginx gives us a new, empty zone. Its streams are carried over in
@@ -64,20 +135,9 @@ pub unsafe extern "C" fn init(shm_zone: *mut ngx_shm_zone_t, data: *mut c_void) 
     if hdr.is_null() {
         return NGX_ERROR as ngx_int_t;
     }
-    let mut n = zone.shm.size / mem::size_of::<StreamIndex>();
-    let mut slots = ptr::null_mut();
-    // Find the largest table that fits; failed tries are expected, not worth a log line.
-    (*sp).set_log_nomem(0);
-    while n > 0 {
-        // Not zeroed, and so not touched: slots above the high-water mark are never read,
-        // and a slot is written whole (zeroed) when first claimed.
-        slots = ngx_slab_alloc(sp, n * mem::size_of::<StreamIndex>()) as *mut StreamIndex;
-        if !slots.is_null() {
-            break;
-        }
-        n = n * 15 / 16;
-    }
-    (*sp).set_log_nomem(1);
+    // Not zeroed, and so not touched: slots above the high-water mark are never read, and
+    // a slot is written whole (zeroed) when first claimed.
+    let (slots, n) = alloc_largest::<StreamIndex>(sp, zone.shm.size);
     if slots.is_null() {
         ngx::ngx_log_error!(
             NGX_LOG_EMERG,
@@ -109,43 +169,55 @@ pub unsafe extern "C" fn init(shm_zone: *mut ngx_shm_zone_t, data: *mut c_void) 
     NGX_OK as ngx_int_t
 }
 
+/// `init` of a zone that nginx kept across a reload (same name, tag and size): the old
+/// zone's `data` is taken over when `same_layout` says its header `H` is this build's.
+pub(super) unsafe fn reuse<H>(
+    zone: &mut ngx_shm_zone_t,
+    data: *mut c_void,
+    same_layout: impl FnOnce(&H) -> bool,
+) -> bool {
+    // SAFETY (caller): `data` is null or the header this zone's `init` wrote before.
+    match (data as *const H).as_ref() {
+        Some(old) if same_layout(old) => {
+            zone.data = data;
+            true
+        }
+        _ => false,
+    }
+}
+
+/// The largest table of `T` that fits in the slab pool `sp` (of a zone of `room` bytes),
+/// not initialized: (table, number of entries); null when not even one fits.
+pub(super) unsafe fn alloc_largest<T>(sp: *mut ngx_slab_pool_t, room: usize) -> (*mut T, usize) {
+    let mut n = room / mem::size_of::<T>();
+    let mut table = ptr::null_mut();
+    // Failed tries are expected, not worth a log line.
+    (*sp).set_log_nomem(0);
+    while n > 0 {
+        table = ngx_slab_alloc(sp, n * mem::size_of::<T>()) as *mut T;
+        if !table.is_null() {
+            break;
+        }
+        n = n * 15 / 16;
+    }
+    (*sp).set_log_nomem(1);
+    (table, n)
+}
+
 /// The running configuration's vid zone of the same name as `zone`, if it has another size
 /// (nginx reuses a zone only when name, tag and size match) and the same layout.
 unsafe fn previous_incarnation(zone: &ngx_shm_zone_t) -> Option<*mut ngx_shm_zone_t> {
-    let z = find_zone(nginx_sys::ngx_cycle, zone.tag, zone.shm.name.as_bytes())?;
+    let z = find_zone(nginx_sys::ngx_cycle, zone.shm.name.as_bytes())?;
     let old = ((*z).data as *mut Header).as_ref()?;
     let same_layout = old.magic == MAGIC && old.index_size == mem::size_of::<StreamIndex>();
     (same_layout && (*z).shm.size != zone.shm.size && old.retired == 0).then_some(z)
 }
 
-/// The shared zone of `cycle` with this tag and name.
-unsafe fn find_zone(
-    cycle: *const nginx_sys::ngx_cycle_t,
-    tag: *mut c_void,
-    name: &[u8],
-) -> Option<*mut ngx_shm_zone_t> {
-    if cycle.is_null() {
-        return None;
-    }
-    let mut part: *const nginx_sys::ngx_list_part_t = &(*cycle).shared_memory.part;
-    let mut zones: *mut ngx_shm_zone_t = (*part).elts.cast();
-    let mut i = 0;
-    loop {
-        if i >= (*part).nelts {
-            if (*part).next.is_null() {
-                return None;
-            }
-            part = (*part).next;
-            zones = (*part).elts.cast();
-            i = 0;
-            continue;
-        }
-        let z = zones.add(i);
-        i += 1;
-        if (*z).tag == tag && (*z).shm.name.as_bytes() == name {
-            return Some(z);
-        }
-    }
+/// The vid zone of `cycle` named `name`.
+unsafe fn find_zone(cycle: *const ngx_cycle_t, name: &[u8]) -> Option<*mut ngx_shm_zone_t> {
+    vid_zones(cycle)
+        .into_iter()
+        .find(|&z| (*z).shm.name.as_bytes() == name)
 }
 
 /// `init_module` (in the master, once a configuration is accepted, before the zones it no
@@ -161,8 +233,8 @@ pub unsafe fn commit(cycle: *mut nginx_sys::ngx_cycle_t) {
         let Some(nz) = new.as_ref() else { continue };
         let name = nz.shm.name.as_bytes();
         if pending[..n].iter().any(|&(p, _)| p == new)
-            || find_zone(cycle, nz.tag, name) != Some(new)
-            || find_zone(nginx_sys::ngx_cycle, nz.tag, name) != Some(old)
+            || find_zone(cycle, name) != Some(new)
+            || find_zone(nginx_sys::ngx_cycle, name) != Some(old)
         {
             continue;
         }
@@ -208,17 +280,33 @@ fn zone_name(zone: &ngx_shm_zone_t) -> &str {
 
 /// A handle on one vid zone in this worker.
 #[derive(Clone, Copy)]
-pub struct Zone(pub *mut ngx_shm_zone_t);
+pub struct Zone(*mut ngx_shm_zone_t);
 
 struct Unlock(*mut ngx_slab_pool_t);
 
 impl Drop for Unlock {
     fn drop(&mut self) {
+        // SAFETY: an `Unlock` is made right after its pool's mutex was locked, and the
+        // zone's slab pool lives as long as the zone.
         unsafe { ngx_shmtx_unlock(&mut (*self.0).mutex) };
     }
 }
 
 impl Zone {
+    /// A handle on `zone`.
+    ///
+    /// # Safety
+    /// `zone` is null (a handle that finds nothing) or a vid zone ([`add`]) of a
+    /// configuration that outlives the handle; every method dereferences it.
+    pub unsafe fn new(zone: *mut ngx_shm_zone_t) -> Zone {
+        Zone(zone)
+    }
+
+    /// Tells zones apart (as a map key); the same for every handle on one zone.
+    pub fn id(&self) -> usize {
+        self.0 as usize
+    }
+
     /// Run `f` on the zone's table with the zone locked. `None` if the zone is not ready.
     pub fn with_table<R>(&self, f: impl FnOnce(&mut Table) -> R) -> Option<R> {
         self.with_header(|_, t| f(t))
@@ -252,6 +340,9 @@ impl Zone {
     /// carried the zone's streams into a resized zone: the old configuration's workers may
     /// still read its last state until they exit, nobody writes or sweeps it.
     fn locked<R>(&self, writer: bool, f: impl FnOnce(&mut i64, &mut Table) -> R) -> Option<R> {
+        // SAFETY: `self.0` is null or a vid zone that outlives the handle ([`Zone::new`]);
+        // its `data` is null or the header `init` wrote, whose slots are touched only
+        // under the slab pool's mutex (released by `Unlock`, also on a panic).
         unsafe {
             let zone = self.0.as_ref()?;
             let hdr = (zone.data as *mut Header).as_mut()?;
@@ -270,7 +361,7 @@ impl Zone {
     /// Run `f` on the slot of `key` with the zone locked. Each worker remembers where a
     /// key's slot is, so a lookup is one key comparison instead of a table scan.
     pub fn with_stream<R>(&self, key: &str, f: impl FnOnce(&mut StreamIndex) -> R) -> Option<R> {
-        let zone = self.0 as usize;
+        let zone = self.id();
         let cached = SLOTS.with(|c| c.borrow().get(&(zone, key.to_owned())).copied());
         self.with_table(|t| {
             let slot = match cached.filter(|&i| {

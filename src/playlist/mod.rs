@@ -6,6 +6,8 @@
 //! - [`media_playlist`] renders the (LL-)HLS media playlist (fMP4, or MPEG-TS with
 //!   [`Format::Ts`] / [`ts_playlist`]), [`multivariant_playlist`]
 //!   the multivariant playlist, [`max_age`] the Cache-Control lifetime.
+//! - [`serving`] decides what a request under a stream's tree gets (media availability,
+//!   ABR groups).
 //!
 //! No `_HLS_*` parameter ever appears in what is rendered; all URIs are relative.
 
@@ -15,6 +17,7 @@ mod media;
 mod multivariant;
 mod query;
 mod reports;
+pub mod serving;
 pub mod time;
 
 #[cfg(test)]

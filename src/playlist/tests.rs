@@ -1241,3 +1241,119 @@ fn held_playlist_before_the_target_duration_is_decided() {
         Verdict::Gone
     );
 }
+
+#[test]
+fn media_request_availability() {
+    use super::serving::{media_avail, media_content_type, media_path, Avail, TS_MIME};
+    use crate::store::names::MediaFile;
+    let mut sim = Sim::new(StreamSettings::default(), 1_000);
+    sim.run_until(10_700);
+    let idx = sim.idx();
+    // Segments 0..=4 listed, segment 5 under way with parts 0..=2, part 3 hinted.
+    assert_eq!((idx.next_msn(), idx.parts_of(5).count()), (5, 3));
+    let part = |msn, part| MediaFile::Part { msn, part };
+    let range = idx.part_range(5, 1).unwrap();
+    assert_eq!(media_avail(idx, part(5, 1), true), Avail::Range(range));
+    assert_eq!(media_avail(idx, part(5, 1), false), Avail::Range(range));
+    // The hinted part is held only where the hint is advertised.
+    assert_eq!(media_avail(idx, part(5, 3), true), Avail::Hinted);
+    assert_eq!(media_avail(idx, part(5, 3), false), Avail::No);
+    assert_eq!(media_avail(idx, part(5, 4), true), Avail::No);
+    assert_eq!(media_avail(idx, part(6, 0), true), Avail::No);
+    // The file of the segment being built exists, but it is not a segment yet.
+    assert_eq!(
+        media_avail(idx, MediaFile::Segment { msn: 5 }, true),
+        Avail::No
+    );
+    assert_eq!(
+        media_avail(idx, MediaFile::Segment { msn: 4 }, true),
+        Avail::Whole
+    );
+    let init = MediaFile::Init { version: 1 };
+    assert_eq!(media_avail(idx, init, true), Avail::Whole);
+    // A part lives in its segment's file.
+    assert_eq!(media_path("/d/cam", part(5, 1)), "/d/cam/5.m4s");
+    assert_eq!(media_path("/d/cam", init), "/d/cam/init1.mp4");
+    let ts = MediaFile::TsSegment { msn: 4 };
+    assert_eq!(media_path("/d/cam", ts), "/d/cam/4.ts");
+    assert_eq!(media_content_type(ts, true), TS_MIME);
+    assert_eq!(media_content_type(ts, false), TS_MIME);
+    assert_eq!(media_content_type(part(5, 1), true), "video/mp4");
+    assert_eq!(media_content_type(init, false), "audio/mp4");
+    // Held at most 3 × TD (TD 2 s here).
+    assert_eq!(super::serving::hold_limit_ms(idx), 6_000);
+}
+
+#[test]
+fn variant_groups() {
+    use super::serving::{variant_base, variant_keys};
+    let suffixes = ["_720", "_480", "_1080p_720"];
+    assert_eq!(variant_base(&suffixes, "demo_720"), Some("demo"));
+    assert_eq!(variant_base(&suffixes, "demo"), None);
+    // The suffix alone is no variant of an empty base.
+    assert_eq!(variant_base(&suffixes, "_720"), None);
+    // The longest suffix wins.
+    assert_eq!(variant_base(&suffixes, "x_1080p_720"), Some("x"));
+    assert_eq!(
+        variant_keys(&suffixes, "demo_480"),
+        ["demo_720", "demo_480", "demo_1080p_720"]
+    );
+    assert_eq!(
+        variant_keys(&suffixes, "demo"),
+        ["demo_720", "demo_480", "demo_1080p_720"]
+    );
+    assert!(variant_keys(&[], "demo").is_empty());
+    // Keys that would not be valid are left out (`.` is not a key character).
+    assert_eq!(variant_keys(&["_hd", ".x"], "cam"), ["cam_hd"]);
+}
+
+#[test]
+fn multivariant_grouping_and_uris() {
+    use super::serving::{group_playlist, offers, pick_variants, variant_uris};
+    let group: Vec<String> = ["demo_720", "demo_480"].map(String::from).to_vec();
+    let live = ["demo_480", "demo", "solo"];
+    let lookup = |k: &str| live.contains(&k).then_some(());
+    // The group's renditions that exist, in group order.
+    let picked = pick_variants(&group, "demo_720", lookup);
+    assert_eq!(picked, [("demo_480".to_owned(), ())]);
+    let keys: Vec<&str> = picked.iter().map(|(k, _)| k.as_str()).collect();
+    // Another rendition than the one asked for: named by its folder.
+    assert_eq!(variant_uris(&keys, "demo_720"), ["../demo_480/index.m3u8"]);
+    assert_eq!(variant_uris(&["demo_480"], "demo_480"), ["index.m3u8"]);
+    assert_eq!(
+        variant_uris(&["demo_720", "demo_480"], "demo_720"),
+        ["../demo_720/index.m3u8", "../demo_480/index.m3u8"]
+    );
+    // No rendition of the group: the key alone, if it exists; else nothing (404).
+    let none: Vec<String> = ["x_720", "x_480"].map(String::from).to_vec();
+    assert_eq!(
+        pick_variants(&none, "solo", lookup),
+        [("solo".to_owned(), ())]
+    );
+    assert!(pick_variants(&none, "gone", lookup).is_empty());
+    assert_eq!(
+        pick_variants(&[], "solo", lookup),
+        [("solo".to_owned(), ())]
+    );
+
+    // Only streams with a playlist of the location's format are offered.
+    let mut sim = Sim::new(StreamSettings::default(), 1_000);
+    assert!(!offers(sim.idx(), Format::Fmp4));
+    sim.run_until(12_100);
+    assert!(offers(sim.idx(), Format::Fmp4));
+    assert!(!offers(sim.idx(), Format::Ts));
+    let mut ts = Sim::new_with(StreamSettings::default(), 1_000, true);
+    ts.run_until(12_100);
+    assert!(offers(ts.idx(), Format::Ts));
+
+    // The playlist: one STREAM-INF per rendition, the shortest lifetime of them all.
+    let single = [("cam".to_owned(), sim.idx())];
+    let (text, max_age) = group_playlist(&single, "cam", Format::Fmp4);
+    assert_eq!(text, multivariant_playlist(sim.idx(), "index.m3u8"));
+    assert_eq!(max_age, super::max_age(sim.idx(), false));
+    let two = [("a".to_owned(), sim.idx()), ("b".to_owned(), ts.idx())];
+    let (text, _) = group_playlist(&two, "a", Format::Fmp4);
+    let p = parse(&text);
+    let uris: Vec<&str> = p.stream_inf.iter().map(|(_, u)| u.as_str()).collect();
+    assert_eq!(uris, ["../a/index.m3u8", "../b/index.m3u8"]);
+}
