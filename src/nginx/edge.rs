@@ -39,6 +39,7 @@ use nginx_sys::{
     NGX_LOG_EMERG, NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_OK,
 };
 
+use super::timer::WorkerEvent;
 use super::{command, mono_ms, NGX_CONF_ERROR, NGX_CONF_OK, NGX_CONF_UNSET_MSEC};
 use crate::edge::{self, Acquire, Slot, Verdict};
 
@@ -358,10 +359,8 @@ struct Registry {
 thread_local! {
     static ZONE: RefCell<*mut ngx_shm_zone_t> = const { RefCell::new(ptr::null_mut()) };
     static REGISTRY: RefCell<Registry> = RefCell::new(Registry::default());
-    // SAFETY: an all-zero ngx_event_t is an event's initial state (as from ngx_pcalloc).
-    static TIMER: RefCell<Box<ngx_event_t>> = RefCell::new(Box::new(unsafe { mem::zeroed() }));
-    // SAFETY: an all-zero ngx_event_t is an event's initial state (as from ngx_pcalloc).
-    static WAKE: RefCell<Box<ngx_event_t>> = RefCell::new(Box::new(unsafe { mem::zeroed() }));
+    static TIMER: WorkerEvent = WorkerEvent::new();
+    static WAKE: WorkerEvent = WorkerEvent::new();
 }
 
 unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
@@ -584,35 +583,13 @@ fn arm() {
     if already {
         return;
     }
-    // SAFETY: a per-worker timer in a thread-local box (stable address), used only by
-    // this thread's event loop.
-    TIMER.with(|t| unsafe {
-        let mut t = t.borrow_mut();
-        let ev: *mut ngx_event_t = &mut **t;
-        if (*ev).handler.is_none() {
-            (*ev).handler = Some(tick);
-            (*ev).log = ngx::log::ngx_cycle_log().as_ptr();
-            // Not cancelable: a worker that shuts down answers its held requests first.
-        }
-        nginx_sys::ngx_add_timer(ev, TICK_MS);
-    });
+    // Not cancelable: a worker that shuts down answers its held requests first.
+    TIMER.with(|t| t.arm(tick, TICK_MS, false));
 }
 
 /// Check the held requests now (after the current event): a fetch of this worker ended.
 fn wake() {
-    // SAFETY: a per-worker event in a thread-local box (stable address), posted to this
-    // thread's event loop; nginx clears `posted` when it runs it.
-    WAKE.with(|w| unsafe {
-        let mut w = w.borrow_mut();
-        let ev: *mut ngx_event_t = &mut **w;
-        if (*ev).handler.is_none() {
-            (*ev).handler = Some(woken);
-            (*ev).log = ngx::log::ngx_cycle_log().as_ptr();
-        }
-        if (*ev).posted() == 0 {
-            nginx_sys::ngx_post_event(ev, &raw mut nginx_sys::ngx_posted_events);
-        }
-    });
+    WAKE.with(|w| w.post(woken));
 }
 
 unsafe extern "C" fn tick(ev: *mut ngx_event_t) {
@@ -656,12 +633,7 @@ unsafe fn check_held(force: bool) {
         reg.armed
     });
     if more {
-        TIMER.with(|t| {
-            let ev: *mut ngx_event_t = &mut **t.borrow_mut();
-            if (*ev).timer_set() == 0 {
-                nginx_sys::ngx_add_timer(ev, TICK_MS);
-            }
-        });
+        TIMER.with(|t| t.arm(tick, TICK_MS, false));
     }
 }
 

@@ -43,6 +43,7 @@ mod recordings;
 mod respond;
 mod stream;
 mod sweeper;
+mod timer;
 mod vars;
 mod wait;
 mod zone;

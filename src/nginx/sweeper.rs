@@ -2,12 +2,11 @@
 //! whose publisher's worker died starts its grace period, a stream whose grace period is
 //! over ends, ended streams past their retention are freed and their folders removed. Any worker may do it; the zone lock makes it safe.
 
-use core::ptr;
-
 use nginx_sys::{ngx_cycle, ngx_cycle_t, ngx_event_t, ngx_int_t, NGX_LOG_ERR, NGX_OK};
 use ngx::ngx_log_error;
 
 use super::mono_ms;
+use super::timer::WorkerEvent;
 use super::zone::{self, Zone};
 
 const INTERVAL_MS: usize = 1000;
@@ -16,16 +15,13 @@ const INTERVAL_MS: usize = 1000;
 const STALE_MS: i64 = 90_000;
 
 // SAFETY: an all-zero ngx_event_t is an event's initial state (as from ngx_pcalloc).
-static mut TIMER: ngx_event_t = unsafe { core::mem::zeroed() };
+thread_local! {
+    static TIMER: WorkerEvent = WorkerEvent::new();
+}
 
-pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
-    let ev = &raw mut TIMER;
-    *ev = core::mem::zeroed();
-    (*ev).handler = Some(tick);
-    (*ev).log = (*cycle).log;
-    (*ev).data = ptr::null_mut();
-    (*ev).set_cancelable(1);
-    nginx_sys::ngx_add_timer(ev, INTERVAL_MS as _);
+pub unsafe extern "C" fn init_process(_cycle: *mut ngx_cycle_t) -> ngx_int_t {
+    // Cancelable: a worker that shuts down does not wait for housekeeping.
+    TIMER.with(|t| t.arm(tick, INTERVAL_MS as _, true));
     NGX_OK as ngx_int_t
 }
 
@@ -38,7 +34,7 @@ unsafe extern "C" fn tick(ev: *mut ngx_event_t) {
         );
     }
     if nginx_sys::ngx_exiting == 0 && nginx_sys::ngx_quit == 0 {
-        nginx_sys::ngx_add_timer(ev, INTERVAL_MS as _);
+        TIMER.with(|t| t.arm(tick, INTERVAL_MS as _, true));
     }
 }
 

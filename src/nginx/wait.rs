@@ -27,6 +27,7 @@ use nginx_sys::{
 
 use super::mono_ms;
 use super::respond;
+use super::timer::WorkerEvent;
 use super::zone::{Lookup, Zone};
 use crate::playlist::held::{self, Held, Verdict};
 use crate::playlist::MediaRequest;
@@ -132,10 +133,8 @@ impl Registry {
 
 thread_local! {
     static REGISTRY: RefCell<Registry> = RefCell::new(Registry::default());
-    // SAFETY: an all-zero ngx_event_t is an event's initial state (as from ngx_pcalloc).
-    static TIMER: RefCell<Box<ngx_event_t>> = RefCell::new(Box::new(unsafe { core::mem::zeroed() }));
-    // SAFETY: an all-zero ngx_event_t is an event's initial state (as from ngx_pcalloc).
-    static WAKE: RefCell<Box<ngx_event_t>> = RefCell::new(Box::new(unsafe { core::mem::zeroed() }));
+    static TIMER: WorkerEvent = WorkerEvent::new();
+    static WAKE: WorkerEvent = WorkerEvent::new();
 }
 
 /// Hold `r` until `want` is satisfied or `deadline_ms` passes; `max`: the location's
@@ -240,20 +239,7 @@ pub fn wake(zone: Zone, key: &str) {
     if !found {
         return;
     }
-    WAKE.with(|w| {
-        let ev: *mut ngx_event_t = &mut **w.borrow_mut();
-        // SAFETY: a per-worker event in a thread-local box (stable address), posted to
-        // nginx's queue of this thread's event loop; nginx clears `posted` when it runs.
-        unsafe {
-            if (*ev).handler.is_none() {
-                (*ev).handler = Some(woken);
-                (*ev).log = ngx::log::ngx_cycle_log().as_ptr();
-            }
-            if (*ev).posted() == 0 {
-                nginx_sys::ngx_post_event(ev, &raw mut nginx_sys::ngx_posted_events);
-            }
-        }
-    });
+    WAKE.with(|w| w.post(woken));
 }
 
 fn arm() {
@@ -261,21 +247,9 @@ fn arm() {
     if already {
         return;
     }
-    TIMER.with(|t| {
-        let ev: *mut ngx_event_t = &mut **t.borrow_mut();
-        // SAFETY: a per-worker timer in a thread-local box (stable address).
-        unsafe {
-            if (*ev).handler.is_none() {
-                (*ev).handler = Some(tick);
-                (*ev).log = ngx::log::ngx_cycle_log().as_ptr();
-                // Not cancelable: a worker that shuts down (reload) answers its held
-                // requests first; none waits longer than 3 × TD.
-            }
-            if (*ev).timer_set() == 0 {
-                nginx_sys::ngx_add_timer(ev, TICK_MS as _);
-            }
-        }
-    });
+    // Not cancelable: a worker that shuts down (reload) answers its held requests
+    // first; none waits longer than 3 × TD.
+    TIMER.with(|t| t.arm(tick, TICK_MS as _, false));
 }
 
 unsafe extern "C" fn tick(ev: *mut ngx_event_t) {
@@ -303,12 +277,7 @@ unsafe fn run(ev: *mut ngx_event_t, only_woken: bool) {
         reg.armed
     });
     if more {
-        TIMER.with(|t| {
-            let ev: *mut ngx_event_t = &mut **t.borrow_mut();
-            if (*ev).timer_set() == 0 {
-                nginx_sys::ngx_add_timer(ev, TICK_MS as _);
-            }
-        });
+        TIMER.with(|t| t.arm(tick, TICK_MS as _, false));
     }
 }
 
