@@ -362,7 +362,7 @@ pub fn playlist(data: &[u8]) {
             Format::Fmp4
         },
     };
-    let text = media_playlist(&idx, &req, &opts, 1_700_000_000_000);
+    let text = media_playlist(&idx, &req, &opts);
     assert!(text.starts_with("#EXTM3U"));
     let _ = multivariant_playlist(&idx, "index.m3u8");
     let _ = max_age(&idx, req.msn.is_some());

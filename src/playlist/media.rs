@@ -23,12 +23,7 @@ use crate::store::{PartEntry, SegmentEntry, StreamIndex, StreamState};
 /// the end of the playlist with EXT-X-SKIP.
 ///
 /// [`Format::Ts`] renders [`ts_playlist`] instead (request parameters ignored).
-pub fn media_playlist(
-    idx: &StreamIndex,
-    req: &MediaRequest,
-    opts: &RenderOptions,
-    _now_ms: i64,
-) -> String {
+pub fn media_playlist(idx: &StreamIndex, req: &MediaRequest, opts: &RenderOptions) -> String {
     if opts.format == Format::Ts {
         return ts_playlist(idx);
     }

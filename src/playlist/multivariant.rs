@@ -3,6 +3,7 @@
 
 use std::fmt::Write;
 
+use super::Format;
 use crate::store::StreamIndex;
 
 /// Renders the multivariant playlist with one EXT-X-STREAM-INF for `media_uri`
@@ -10,20 +11,24 @@ use crate::store::StreamIndex;
 /// = average segment bit rate, CODECS of every track, RESOLUTION and FRAME-RATE for
 /// video. Before the first segment the bit rates are estimated from the parts.
 pub fn multivariant_playlist(idx: &StreamIndex, media_uri: &str) -> String {
-    variants_playlist(&[(idx, media_uri)], false)
+    variants_playlist(&[(idx, media_uri)], Format::Fmp4)
 }
 
 /// The multivariant playlist of several renditions, in the order given: one
 /// EXT-X-STREAM-INF per `(index, media playlist URI)`, each with its own measured
-/// bit rates, codecs, resolution and frame rate. `ts`: the MPEG-TS renditions.
-pub fn variants_playlist(variants: &[(&StreamIndex, &str)], ts: bool) -> String {
+/// bit rates, codecs, resolution and frame rate, in `format` (MPEG-TS renditions: the
+/// bit rates scaled by the measured TS/fMP4 size ratio).
+pub fn variants_playlist(variants: &[(&StreamIndex, &str)], format: Format) -> String {
     let mut o = String::with_capacity(128 + 160 * variants.len());
     o.push_str("#EXTM3U\n");
     if variants.iter().all(|(idx, _)| idx.independent_segments()) {
         o.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
     }
     for (idx, uri) in variants {
-        let permille = if ts { idx.ts_size_permille() } else { 1_000 };
+        let permille = match format {
+            Format::Ts => idx.ts_size_permille(),
+            Format::Fmp4 => 1_000,
+        };
         stream_inf(&mut o, idx, uri, permille);
     }
     o
@@ -33,7 +38,7 @@ pub fn variants_playlist(variants: &[(&StreamIndex, &str)], ts: bool) -> String 
 /// with the bit rates scaled by the measured TS/fMP4 size ratio
 /// ([`StreamIndex::ts_size_permille`]).
 pub fn ts_multivariant_playlist(idx: &StreamIndex, media_uri: &str) -> String {
-    variants_playlist(&[(idx, media_uri)], true)
+    variants_playlist(&[(idx, media_uri)], Format::Ts)
 }
 
 fn stream_inf(o: &mut String, idx: &StreamIndex, media_uri: &str, permille: u64) {

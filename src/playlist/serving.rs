@@ -141,7 +141,7 @@ pub fn group_playlist(
         .zip(&uris)
         .map(|((_, i), u)| (*i, u.as_str()))
         .collect();
-    let body = variants_playlist(&variants, format == Format::Ts);
+    let body = variants_playlist(&variants, format);
     let max_age = picked
         .iter()
         .map(|(_, i)| max_age(i, false))

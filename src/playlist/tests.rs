@@ -385,7 +385,6 @@ impl Sim {
                 low_latency: ll,
                 ..Default::default()
             },
-            self.now,
         );
         let parsed = parse(&text);
         (text, parsed)
@@ -995,7 +994,7 @@ fn render_ts(idx: &StreamIndex) -> (String, Parsed) {
         low_latency: true,
         format: Format::Ts,
     };
-    let text = media_playlist(idx, &ll(), &opts, 0);
+    let text = media_playlist(idx, &ll(), &opts);
     assert_eq!(text, ts_playlist(idx));
     let parsed = parse(&text);
     (text, parsed)

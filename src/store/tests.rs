@@ -628,7 +628,6 @@ fn advertised_part_target_and_dependent_segments() {
             low_latency: true,
             ..Default::default()
         },
-        0,
     );
     assert!(!text.contains("#EXT-X-INDEPENDENT-SEGMENTS"), "{text}");
     assert!(
