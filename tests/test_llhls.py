@@ -796,3 +796,42 @@ def test_2000_held_playlist_requests(vid_factory, workers):
     finally:
         pub.kill()
         pub.wait()
+
+
+def test_open_file_cache_serves_growing_segments_correctly(vid_factory):
+    """With nginx's open_file_cache in the location, parts are fetched while their
+    segment's file grows (each fetch may reuse a descriptor cached when the file was
+    shorter), and every complete segment is served whole: its bytes are its parts'."""
+    vid = vid_factory(segment="1s", part="200ms",
+                      live_extra="open_file_cache max=1000 inactive=30s; open_file_cache_valid 30s; "
+                                 "open_file_cache_min_uses 1;")
+    pub = publish(vid.rtmp_url("ofc"), seconds=20)
+    try:
+        got = {}
+        complete = {}  # segment URI -> its part URIs, once listed with EXTINF
+        deadline = time.monotonic() + 12
+        while time.monotonic() < deadline:
+            r = vid.get("/live/ofc/index.m3u8")
+            if r.status == 200:
+                pl = parse_ll(r.text)
+                for s in pl["segments"] + [pl["partial"]]:
+                    for p in s["parts"]:
+                        if p["uri"] not in got:
+                            part = vid.get(f"/live/ofc/{p['uri']}")
+                            assert part.status == 200, p["uri"]
+                            got[p["uri"]] = part.body
+                for s in pl["segments"]:
+                    if s["parts"] and all(p["uri"] in got for p in s["parts"]):
+                        complete.setdefault(s["uri"], [p["uri"] for p in s["parts"]])
+            time.sleep(0.05)
+        assert len(complete) >= 5, complete
+        for uri, parts in complete.items():
+            # Whole segments right after they completed, while a descriptor cached when
+            # the file held fewer parts may still be in the cache.
+            whole = vid.get(f"/live/ofc/{uri}")
+            assert whole.status == 200, uri
+            assert whole.body == b"".join(got[p] for p in parts), uri
+            assert int(whole.headers["Content-Length"]) == len(whole.body)
+    finally:
+        pub.kill()
+        pub.wait()

@@ -9,7 +9,7 @@ use core::ptr;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::os::fd::IntoRawFd;
+use std::os::fd::FromRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
@@ -18,14 +18,15 @@ use nginx_sys::{
     ngx_buf_t, ngx_chain_t, ngx_connection_tcp_nopush_e_NGX_TCP_NOPUSH_DISABLED,
     ngx_create_temp_buf, ngx_file_t, ngx_http_core_loc_conf_t, ngx_http_core_module,
     ngx_http_discard_request_body, ngx_http_output_filter, ngx_http_request_t,
-    ngx_http_send_header, ngx_int_t, ngx_pcalloc, ngx_pnalloc, ngx_pool_cleanup_add,
-    ngx_pool_cleanup_file, ngx_pool_cleanup_file_t, ngx_str_t, ngx_tcp_nodelay, ngx_uint_t,
+    ngx_http_send_header, ngx_http_set_disable_symlinks, ngx_int_t, ngx_open_cached_file,
+    ngx_open_file_info_t, ngx_pcalloc, ngx_pnalloc, ngx_str_t, ngx_tcp_nodelay, ngx_uint_t,
     NGX_ERROR, NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED,
     NGX_HTTP_NOT_FOUND, NGX_HTTP_OK, NGX_LOG_ERR, NGX_OK,
 };
 use ngx::ngx_log_error;
 
-use super::now_ms;
+const ENOENT: i32 = 2;
+const ENOTDIR: i32 = 20;
 use super::zone::Zone;
 use crate::playlist::{self, Format, MediaRequest, RenditionReport};
 use crate::store::index::StreamIndex;
@@ -106,7 +107,7 @@ pub(super) unsafe fn send_media_playlist(
             low_latency,
             format,
         };
-        let mut text = playlist::media_playlist(idx, req, &opts, now_ms());
+        let mut text = playlist::media_playlist(idx, req, &opts);
         if live {
             text.push_str(&playlist::rendition_reports(reports));
         }
@@ -189,6 +190,14 @@ pub(super) unsafe fn send_text(
     body: &[u8],
     max_age: u32,
 ) -> ngx_int_t {
+    // The body's buffer first, as nginx's own handlers do: a failed allocation is a 500,
+    // not a response cut short after its header.
+    let b = ngx_create_temp_buf((*r).pool, body.len().max(1));
+    if b.is_null() {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    }
+    ptr::copy_nonoverlapping(body.as_ptr(), (*b).last, body.len());
+    (*b).last = (*b).last.add(body.len());
     (*r).headers_out.status = NGX_HTTP_OK as ngx_uint_t;
     (*r).headers_out.content_length_n = body.len() as i64;
     set_content_type(r, content_type);
@@ -197,12 +206,6 @@ pub(super) unsafe fn send_text(
     if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t || (*r).header_only() != 0 {
         return rc;
     }
-    let b = ngx_create_temp_buf((*r).pool, body.len().max(1));
-    if b.is_null() {
-        return NGX_ERROR as ngx_int_t;
-    }
-    ptr::copy_nonoverlapping(body.as_ptr(), (*b).last, body.len());
-    (*b).last = (*b).last.add(body.len());
     finish_buf(r, b)
 }
 
@@ -225,7 +228,10 @@ unsafe fn set_content_type(r: *mut ngx_http_request_t, ct: &'static str) {
     (*r).headers_out.content_type_lowcase = ptr::null_mut();
 }
 
-/// Send a file, or the byte range `(offset, length)` of it, with sendfile.
+/// Send a file, or the byte range `(offset, length)` of it, with sendfile. The file is
+/// opened through nginx's open file cache, so `open_file_cache` in the location applies
+/// (descriptors kept open between requests); without it the request's pool opens and
+/// closes the file.
 pub(super) unsafe fn send_file(
     r: *mut ngx_http_request_t,
     path: &str,
@@ -233,44 +239,58 @@ pub(super) unsafe fn send_file(
     range: Option<(u64, u64)>,
 ) -> ngx_int_t {
     let log = (*(*r).connection).log;
-    let file = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return NGX_HTTP_NOT_FOUND as ngx_int_t
-        }
-        Err(e) => {
-            ngx_log_error!(
-                NGX_LOG_ERR,
-                log,
-                "hls_live: open \"{}\" failed: {}",
-                path,
-                e
-            );
-            return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
-        }
-    };
-    let meta = match file.metadata() {
-        Ok(m) => m,
-        Err(_) => return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
-    };
     let pool = (*r).pool;
-    // The pool owns the descriptor from here on.
-    let cln = ngx_pool_cleanup_add(pool, core::mem::size_of::<ngx_pool_cleanup_file_t>());
-    if cln.is_null() {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
-    }
+    // The buffers first, as nginx's static handler does.
+    let b = ngx_pcalloc(pool, core::mem::size_of::<ngx_buf_t>()) as *mut ngx_buf_t;
+    let f = ngx_pcalloc(pool, core::mem::size_of::<ngx_file_t>()) as *mut ngx_file_t;
     let name = ngx_pnalloc(pool, path.len() + 1) as *mut u8;
-    if name.is_null() {
+    if b.is_null() || f.is_null() || name.is_null() {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     }
     ptr::copy_nonoverlapping(path.as_ptr(), name, path.len());
     *name.add(path.len()) = 0;
-    let fd = file.into_raw_fd();
-    (*cln).handler = Some(ngx_pool_cleanup_file);
-    let clnf = (*cln).data as *mut ngx_pool_cleanup_file_t;
-    (*clnf).fd = fd;
-    (*clnf).name = name;
-    (*clnf).log = log;
+    let mut npath = ngx_str_t {
+        len: path.len(),
+        data: name,
+    };
+    let clcf = *(*r).loc_conf.add(ngx_http_core_module.ctx_index) as *mut ngx_http_core_loc_conf_t;
+    let mut of: ngx_open_file_info_t = core::mem::zeroed();
+    of.read_ahead = (*clcf).read_ahead;
+    of.directio = (*clcf).directio;
+    of.valid = (*clcf).open_file_cache_valid;
+    of.min_uses = (*clcf).open_file_cache_min_uses;
+    of.set_errors((*clcf).open_file_cache_errors as _);
+    of.set_events((*clcf).open_file_cache_events as _);
+    if ngx_http_set_disable_symlinks(r, clcf, &mut npath, &mut of) != NGX_OK as ngx_int_t {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    }
+    if ngx_open_cached_file((*clcf).open_file_cache, &mut npath, &mut of, pool)
+        != NGX_OK as ngx_int_t
+    {
+        if of.err == ENOENT || of.err == ENOTDIR {
+            return NGX_HTTP_NOT_FOUND as ngx_int_t;
+        }
+        ngx_log_error!(
+            NGX_LOG_ERR,
+            log,
+            "hls_live: open \"{}\" failed: {}",
+            path,
+            std::io::Error::from_raw_os_error(of.err)
+        );
+        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    }
+    // The size from the descriptor, not from the cache: a segment's file grows part by
+    // part, and a cached entry may have been taken while it was being built.
+    // SAFETY: `of.fd` is open (the cache or the pool closes it); ManuallyDrop keeps this
+    // borrowed File from closing it.
+    let meta = {
+        let file = core::mem::ManuallyDrop::new(std::fs::File::from_raw_fd(of.fd));
+        match file.metadata() {
+            Ok(m) => m,
+            Err(_) => return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
+        }
+    };
+    let fd = of.fd;
 
     let (start, size) = match range {
         Some((offset, len)) => {
@@ -296,21 +316,14 @@ pub(super) unsafe fn send_file(
     set_content_type(r, content_type);
     set_cache_control(r, 86_400);
     (*r).set_allow_ranges(1);
+    (*f).fd = fd;
+    (*f).name = npath;
+    (*f).log = log;
+    (*f).set_directio(of.is_directio());
     let rc = ngx_http_send_header(r);
     if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t || (*r).header_only() != 0 {
         return rc;
     }
-    let b = ngx_pcalloc(pool, core::mem::size_of::<ngx_buf_t>()) as *mut ngx_buf_t;
-    let f = ngx_pcalloc(pool, core::mem::size_of::<ngx_file_t>()) as *mut ngx_file_t;
-    if b.is_null() || f.is_null() {
-        return NGX_ERROR as ngx_int_t;
-    }
-    (*f).fd = fd;
-    (*f).name = ngx_str_t {
-        len: path.len(),
-        data: name,
-    };
-    (*f).log = log;
     (*b).file = f;
     (*b).file_pos = start;
     (*b).file_last = start + size;
