@@ -58,6 +58,19 @@ def worker_of(vid, key):
     return pid
 
 
+def publish_on_other_worker(vid, owner, prefix, seconds):
+    """A publisher whose connection landed on a worker other than OWNER (a connection
+    lands on either): (key, process). Skips the test if none does in 12 tries."""
+    for n in range(12):
+        key = f"{prefix}{n}"
+        proc = publish(vid.rtmp_url(key), seconds=seconds, size="320x240")
+        wait_for(lambda: worker_of(vid, key), 15, what="publish log line")
+        if worker_of(vid, key) != owner:
+            return key, proc
+        kill(proc)
+    pytest.skip("every connection landed on the same worker")
+
+
 # ------------------------------------------------------------------ wall-clock steps
 
 @pytest.mark.skipif(not FAKETIME_LIB.exists(), reason="libfaketime not installed (scripts/deps.sh)")
@@ -119,17 +132,8 @@ def test_kill_publishing_worker(life_factory):
     try:
         wait_segments(vid, "crash", 2)
         pid = wait_for(lambda: worker_of(vid, "crash"), 10, what="publish log line")
-        # Another stream on the other worker (a connection lands on either).
-        key = None
-        for n in range(12):
-            other = publish(vid.rtmp_url(f"other{n}"), seconds=60, size="320x240")
-            wait_for(lambda: worker_of(vid, f"other{n}"), 15, what="publish log line")
-            if worker_of(vid, f"other{n}") != pid:
-                key = f"other{n}"
-                break
-            kill(other)
-        else:
-            pytest.skip("every connection landed on the same worker")
+        # Another stream on the other worker.
+        key, other = publish_on_other_worker(vid, pid, "other", 60)
         wait_segments(vid, key, 2)
         _, before = listed(vid, "crash")
         _, before_other = listed(vid, key)
@@ -362,17 +366,8 @@ def test_zone_lock_held_by_a_dying_worker(life_factory):
     try:
         wait_segments(vid, "lock", 2)
         owner = wait_for(lambda: worker_of(vid, "lock"), 10, what="publish log line")
-        # A stream on the other worker, which is never killed (a connection lands on either).
-        keep = None
-        for n in range(12):
-            other = publish(vid.rtmp_url(f"keep{n}"), seconds=120, size="320x240")
-            wait_for(lambda: worker_of(vid, f"keep{n}"), 15, what="publish log line")
-            if worker_of(vid, f"keep{n}") != owner:
-                keep = f"keep{n}"
-                break
-            kill(other)
-        else:
-            pytest.skip("every connection landed on the same worker")
+        # A stream on the other worker, which is never killed.
+        keep, other = publish_on_other_worker(vid, owner, "keep", 120)
         wait_segments(vid, keep, 2)
         viewers = Viewers(vid, keep, 20, 40)
         killed = []
