@@ -619,4 +619,6 @@ def test_looped_fixture_publishes_cleanly(origin):
         wait_log(log, 'publish "live/nogap" ended')
     pl = parse_playlist(origin.vid.get("/live/nogap/index.m3u8").text)
     assert pl["target"] == 1 and pl.get("endlist")
-    assert [s["dur"] for s in pl["segments"]] == [1.0] * 4, pl
+    # A fresh stream's first segment is cut at the first keyframe from half the target
+    # (this fixture has a keyframe every 0.5 s); then 1 s segments, and the rest.
+    assert [s["dur"] for s in pl["segments"]] == [0.5, 1.0, 1.0, 1.0, 0.5], pl

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import NGINX, Vid, parse_playlist, publish, wait_for
-from test_player import STARTUP_TIMEOUT, browser, early_stalls, run_play  # noqa: F401 (browser: a fixture)
+from test_player import STARTUP_TIMEOUT, browser, excused_stalls, run_play  # noqa: F401 (browser: a fixture)
 
 # libfaketime (Debian `faketime`), for tests/test_chaos.py.
 FAKETIME_LIB = next(iter(sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))),
@@ -252,7 +252,7 @@ def test_reconnect_keeps_hlsjs_playing(life_factory, browser, old_connection):
     assert not stats["ended"], "the player saw the stream end"
     assert stats["fatalErrors"] == 0, stats["errors"]
     # hls.js's own start-up hiccup (see test_player.START_GRACE_S) is not the reconnect's.
-    assert stats["stalls"] - len(early_stalls(stats)) <= 1, stats["stallEvents"]
+    assert stats["stalls"] - len(excused_stalls(stats)) <= 1, stats["stallEvents"]
     samples = out["samples"]
     assert all(s["playing"] for s in samples[-3:]), samples[-5:]
     # Playing new media: the playhead went on well past the reconnect.
