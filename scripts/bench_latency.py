@@ -2,6 +2,7 @@
 """Glass-to-glass latency with real players: vid vs nginx-rtmp-module, same camera, same run.
 
     python3 scripts/bench_latency.py [--runs 5] [--seconds 40] [--preset default|ll]
+                                     [--via direct,stock-edge,vid-edge]
 
 Figures, not assertions. What runs:
 
@@ -20,18 +21,32 @@ Figures, not assertions. What runs:
           config. Each frame presented is drawn into a canvas and its time stamp decoded:
           camera-to-screen = Date.now() - time stamp.
 
-Each of --runs runs plays vid and the peer for --seconds each (from page open; the order
-alternates), after a random 0-2 s pause so that players join at any phase of a segment.
+  edges   with --via (default: direct only): vid's stream is also played through a stock
+          nginx edge (nginx-conf/edge.conf, nginx's cache lock) and/or a vid edge
+          (nginx-conf/edge-vid.conf, `hls_live_edge`), each rendered by
+          scripts/render-edge.sh for build/sbin/nginx and started as tests/test_edge.py
+          starts them (its Edge class), --workers workers, in front of this vid alone.
+          The player page comes from the origin in every case, with ?src= naming the
+          playlist on the path under test (direct: the origin's own); same camera, same
+          publish, same page. A lone player is the first viewer of every object on its
+          edge; --path-viewers N keeps N LL-HLS clients (the very requests hls.js makes)
+          on each path all along, so that the player also waits as other viewers do.
+
+Each of --runs runs plays vid (on each --via path) and the peer for --seconds each (from
+page open; the order alternates), after a random 0-2 s pause so that players join at any
+phase of a segment.
 Per run and as medians over runs: camera-to-screen (median of the run's frames),
 PROGRAM-DATE-TIME lag (Date.now() - hls.playingDate; the peer's playlists have no PDT),
 start-up (page open → first frame on screen), stalls (waiting / hls.js
-bufferStalledError episodes after the first frame) and the vid/peer ratios.
+bufferStalledError episodes after the first frame) and the vid/peer ratios; with edges,
+edge − direct for each figure (difference of the medians, and the median of the per-run
+differences, run i through the edge minus run i direct).
 
-Traces (every hls.js event, request and frame sample per run, and vid's access log with
-$msec) go to --out (default target/bench-latency/). For trying settings: --vid-segment /
---vid-part override the preset, --vid-config JSON plays vid on a bare hls.js page with that
-config instead of the player page, --hls-debug keeps the page's console (with
-"debug": true in --vid-config, hls.js's own log) in the traces.
+Traces (every hls.js event, request and frame sample per run, vid's access log with
+$msec, and the edges' access logs) go to --out (default target/bench-latency/). For trying
+settings: --vid-segment / --vid-part override the preset, --vid-config JSON plays vid on a
+bare hls.js page with that config instead of the player page, --hls-debug keeps the page's
+console (with "debug": true in --vid-config, hls.js's own log) in the traces.
 
 Prerequisites: scripts/build.sh (vid, hls.js in nginx-conf/www/node_modules),
 scripts/deps.sh bench (the peer), chromium + node (scripts/deps.sh test), playwright-core
@@ -50,6 +65,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from contextlib import ExitStack
 
@@ -57,6 +73,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
 import bench  # noqa: E402  (scripts/bench.py: servers, process groups, ports)
+
+VIAS = ("direct", "stock-edge", "vid-edge")
+EDGE_CONFS = {"stock-edge": "edge.conf", "vid-edge": "edge-vid.conf"}
 
 PLAYER_JS = os.path.join(ROOT, "scripts", "bench", "latency_play.js")
 WWW_SRC = os.path.join(ROOT, "nginx-conf", "www")
@@ -178,6 +197,80 @@ class Peer(bench.Peer):
     pass
 
 
+def seconds_of(duration):
+    """nginx time ("2s", "1500ms") in whole seconds, rounded up, at least 1."""
+    ms = int(duration[:-2]) if duration.endswith("ms") else int(float(duration.rstrip("s")) * 1000)
+    return max(1, -(-ms // 1000))
+
+
+def start_edge(stack, via, origin, workers, td):
+    """A stock or vid edge in front of ORIGIN alone, as tests/test_edge.py starts them
+    (its Edge: scripts/render-edge.sh for build/sbin/nginx); stopped and removed by STACK."""
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    from test_edge import Edge  # noqa: E402  (imports pytest via tests/conftest.py)
+
+    edge = Edge([origin], name=via, workers=workers, conf=EDGE_CONFS[via], td=td)
+    stack.callback(shutil.rmtree, edge.prefix, ignore_errors=True)
+    try:
+        edge.start()
+    except AssertionError as e:
+        raise bench.BenchError(f"{via} did not start: {e}") from None
+    stack.callback(edge.stop)
+    return edge
+
+
+async def ll_viewer(port, until, stats):
+    """One LL-HLS client of vid's stream on PORT until UNTIL (monotonic): bench_edge.py's
+    viewer (a blocking playlist reload for the preload-hinted part and a GET of that part,
+    together, on keep-alive connections), with hls.js's _HLS_skip=YES on the reloads, so
+    that it asks for the very URLs the player asks for."""
+    import asyncio
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    from test_cdn import HINT, Conn  # noqa: E402
+
+    pl, pt = Conn(port, stats), Conn(port, stats)
+    base = f"/live/{KEY}/"
+    while time.monotonic() < until:
+        try:
+            status, _, body = await pl.get(base + "index.m3u8")
+            m = HINT.search(body.decode()) if status == 200 else None
+            while m and time.monotonic() < until:
+                msn, part = m.groups()
+                (s1, _, b1), (s2, _, _) = await asyncio.gather(
+                    pl.get(f"{base}index.m3u8?_HLS_msn={msn}&_HLS_part={part}&_HLS_skip=YES"),
+                    pt.get(f"{base}{msn}.{part}.m4s"))
+                m = HINT.search(b1.decode()) if s1 == 200 and s2 == 200 else None
+        except Exception:  # noqa: BLE001 - start over, as a player would
+            pl.close()
+            pt.close()
+        await asyncio.sleep(0.2)
+
+
+def background_viewers(ports, n, seconds):
+    """N LL-HLS clients on each of PORTS for SECONDS (a process of its own)."""
+    import asyncio
+    until = time.monotonic() + seconds
+    stats = {"requests": 0, "bytes": 0, "retries": 0, "errors": []}
+
+    async def main():
+        await asyncio.gather(*(ll_viewer(port, until, stats) for port in ports for _ in range(n)))
+
+    asyncio.run(main())
+
+
+class Target:
+    """What one player run plays: vid's stream on one --via path (VIA None: direct, as
+    without --via), or the peer's."""
+
+    def __init__(self, name, server, via=None, edge=None):
+        self.name, self.server, self.via, self.edge = name, server, via, edge
+
+    def playlist_url(self):
+        if self.edge is not None:
+            return self.edge.url(f"/live/{KEY}/index.m3u8")
+        return self.server.playlist_url(KEY)
+
+
 def get(url, timeout=2.0):
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:
@@ -200,16 +293,21 @@ def wait_playlist(url, segments, what, encoder, timeout=40):
 
 # ---- players ------------------------------------------------------------------------------
 
-def play(args, server, hlsjs, seconds, delay_ms):
+def play(args, target, hlsjs, seconds, delay_ms):
+    server = target.server
     if server.name == "vid" and args.vid_config is None:
         url = f"http://127.0.0.1:{server.http_port}/?key={KEY}"
+        if target.via is not None:
+            # The page from the origin, the playlist (and so every part) from the path.
+            url += "&src=" + urllib.parse.quote(target.playlist_url(), safe="")
         extra = []
     else:
-        # A bare hls.js page on the server's own origin (answered by the player script).
+        # A bare hls.js page on the playlist's own origin (answered by the player script).
         path = "/live/__bench/page.html" if server.name == "vid" else "/hls/__bench/page.html"
-        url = f"http://127.0.0.1:{server.http_port}{path}"
+        port = target.edge.http_port if target.edge is not None else server.http_port
+        url = f"http://127.0.0.1:{port}{path}"
         cfg = args.vid_config if server.name == "vid" else "{}"
-        extra = ["--bench-page", server.playlist_url(KEY), "--hlsjs", hlsjs, "--hls-config", cfg]
+        extra = ["--bench-page", target.playlist_url(), "--hlsjs", hlsjs, "--hls-config", cfg]
     if args.hls_debug:
         extra.append("--log-console")
     cmd = ["node", PLAYER_JS, "--url", url, "--seconds", str(seconds), "--delay-ms", str(delay_ms),
@@ -317,7 +415,12 @@ def run(args):
         hls_version = "?"  # build/www/vendor has no package.json
     print(f"vid preset {args.preset}: hls_live_segment {Vid.preset['segment']}; hls_live_part {Vid.preset['part']}; "
           f"player page {'nginx-conf/www/app.js' if args.vid_config is None else 'bare hls.js ' + args.vid_config}")
-    print("peer: nginx-rtmp-module, hls_fragment 2s (scripts/bench/peer.conf.in), hls.js default config")
+    if "peer" in args.servers:
+        print("peer: nginx-rtmp-module, hls_fragment 2s (scripts/bench/peer.conf.in), hls.js default config")
+    if args.via != ["direct"]:
+        print(f"vid via {', '.join(args.via)}: edges rendered by scripts/render-edge.sh "
+              f"(stock-edge: nginx-conf/edge.conf, vid-edge: nginx-conf/edge-vid.conf), {args.workers} workers, "
+              f"EDGE_TD {seconds_of(Vid.preset['segment'])}; the page from the origin, ?src= the path's playlist")
     print(f"hls.js {hls_version}; {first_line([CHROMIUM, '--version'])}; {first_line([ffmpeg, '-version'])}; "
           f"{os.cpu_count()} CPUs")
     sys.stdout.flush()
@@ -326,14 +429,25 @@ def run(args):
     os.chmod(workdir, 0o755)  # workers run as nobody when started as root
     stack = ExitStack()
     stack.callback(shutil.rmtree, workdir, ignore_errors=True)
-    results = {name: [] for name in args.servers}
     with stack:
         servers = {}
         for name in args.servers:
             srv = (Vid if name == "vid" else Peer)(name=name, workers=args.workers)
             servers[name] = stack.enter_context(srv.running(workdir))
+        targets = []
+        for name in args.servers:
+            if name == "peer":
+                targets.append(Target("peer", servers["peer"]))
+            elif args.via == ["direct"]:
+                targets.append(Target("vid", servers["vid"]))
+            else:
+                for via in args.via:
+                    edge = None if via == "direct" else start_edge(
+                        stack, via, servers["vid"], args.workers, seconds_of(Vid.preset["segment"]))
+                    targets.append(Target(via, servers["vid"], via, edge))
+        results = {t.name: [] for t in targets}
         urls = [servers[n].publish_url(KEY) for n in args.servers]
-        total = args.runs * len(args.servers) * (args.seconds + 15) + 120
+        total = args.runs * len(targets) * (args.seconds + 15) + 120
         cam_cmd = [sys.executable, os.path.abspath(__file__), "--camera", str(int(total))]
         enc = encoder_cmd(ffmpeg, urls)
         print("$ " + shlex.join(cam_cmd) + " | " + shlex.join(enc))
@@ -344,18 +458,33 @@ def run(args):
         cam.stdout.close()
         stack.callback(bench.stop_group, cam)
         stack.callback(bench.stop_group, encoder)
-        for name, srv in servers.items():
-            wait_playlist(srv.playlist_url(KEY), 3, name, encoder)
+        for t in targets:
+            wait_playlist(t.playlist_url(), 3, t.name, encoder)
+        if args.path_viewers:
+            import multiprocessing
+            ports = [t.edge.http_port if t.edge is not None else t.server.http_port
+                     for t in targets if t.server.name == "vid"]
+            viewers = multiprocessing.Process(target=background_viewers, args=(ports, args.path_viewers, total),
+                                              daemon=True)
+            viewers.start()
+
+            def stop_viewers():
+                viewers.terminate()
+                viewers.join(5)
+
+            stack.callback(stop_viewers)
+            print(f"{args.path_viewers} LL-HLS clients on each path of vid's stream, all along")
         time.sleep(args.warmup)
 
         print()
-        print(f"{'run':>3} {'server':6} {'cam→screen':>10} {'p90':>6} {'PDT lag':>8} {'start-up':>8} "
+        print(f"{'run':>3} {'server':10} {'cam→screen':>10} {'p90':>6} {'PDT lag':>8} {'start-up':>8} "
               f"{'stalls':>6} {'stalled':>8} {'holes':>5} {'frames':>6} {'bad':>4}")
         for i in range(args.runs):
-            order = list(args.servers) if i % 2 == 0 else list(reversed(args.servers))
-            for name in order:
+            order = list(targets) if i % 2 == 0 else list(reversed(targets))
+            for target in order:
+                name = target.name
                 delay_ms = int(rng.uniform(0, 2000))
-                out = play(args, servers[name], hlsjs, args.seconds, delay_ms)
+                out = play(args, target, hlsjs, args.seconds, delay_ms)
                 if encoder.poll() is not None:
                     raise bench.BenchError(f"the encoder exited: {bench.tail(enc_log.name)}")
                 s = summarize(out)
@@ -364,7 +493,7 @@ def run(args):
                 with open(os.path.join(args.out, f"run{i + 1}-{name}.json"), "w") as f:
                     json.dump({"summary": s, **out}, f)
                 note = f"  ERROR {s['error'][:200]}" if s["error"] else ""
-                print(f"{i + 1:>3} {name:6} {fmt(s['lat'], '.3f', ' s'):>10} {fmt(s['lat_p90'], '.2f'):>6} "
+                print(f"{i + 1:>3} {name:10} {fmt(s['lat'], '.3f', ' s'):>10} {fmt(s['lat_p90'], '.2f'):>6} "
                       f"{fmt(s['pdt'], '.3f', ' s'):>8} {fmt(s['startup'], '.2f', ' s'):>8} {s['stalls']:>6} "
                       f"{fmt(s['stalled_s'], '.1f', ' s'):>8} {s['holes']:>5} {s['frames']:>6} {s['bad']:>4}{note}")
                 sys.stdout.flush()
@@ -372,6 +501,10 @@ def run(args):
             src = os.path.join(servers["vid"].prefix, "logs", "bench_latency.log")
             if os.path.exists(src):
                 shutil.copy(src, os.path.join(args.out, "vid-access.log"))
+        for t in targets:
+            src = t.edge and os.path.join(t.edge.prefix, "logs", "edge.access.log")
+            if src and os.path.exists(src):
+                shutil.copy(src, os.path.join(args.out, f"{t.name}-access.log"))
     report(results, args)
 
 
@@ -381,11 +514,12 @@ def report(results, args):
             ("start-up", "startup", "s"), ("stalls per run", "stalls", ""), ("stalled seconds per run", "stalled_s", "s")]
     names = list(results)
     both = names == ["vid", "peer"]
-    print(f"{'median over ' + str(args.runs) + ' runs':26}" + "".join(f"{n:>10}" for n in names)
+    edges = [n for n in names if n in EDGE_CONFS] if "direct" in names else []
+    print(f"{'median over ' + str(args.runs) + ' runs':26}" + "".join(f"{n:>11}" for n in names)
           + (f"{'vid/peer':>10}" if both else ""))
     for label, key, unit in cols:
         meds = {n: median([r[key] for r in results[n] if r[key] is not None]) for n in names}
-        row = f"{label:26}" + "".join(f"{fmt(meds[n], '.3f' if unit else '.1f', (' ' + unit) if unit else ''):>10}"
+        row = f"{label:26}" + "".join(f"{fmt(meds[n], '.3f' if unit else '.1f', (' ' + unit) if unit else ''):>11}"
                                       for n in names)
         if both and key in ("lat", "lat_p90", "startup") and meds["vid"] and meds["peer"]:
             row += f"{meds['vid'] / meds['peer']:>10.2f}"
@@ -398,6 +532,21 @@ def report(results, args):
         frames = sum(r["frames"] for r in results[n])
         print(f"{n}: {total} stalls in {args.runs} runs ({early} within 3 s of the first frame), "
               f"{holes} hls.js hole seeks/nudges, {bad} of {frames} frame reads rejected")
+    if edges:
+        print()
+        print("edge − direct (difference of the medians; median of the per-run differences, run i through "
+              "the edge minus run i direct)")
+        for label, key, _ in cols[:4]:
+            row = f"{label:26}"
+            for n in edges:
+                d = [e[key] - r[key] for e, r in zip(results[n], results["direct"])
+                     if e[key] is not None and r[key] is not None]
+                med_e = median([r[key] for r in results[n] if r[key] is not None])
+                med_d = median([r[key] for r in results["direct"] if r[key] is not None])
+                diff = med_e - med_d if med_e is not None and med_d is not None else None
+                row += f"  {n}: {fmt(None if diff is None else diff * 1000, '+.0f', ' ms')}"
+                row += f" ({fmt(None if not d else median(d) * 1000, '+.0f', ' ms')})"
+            print(row)
     print(f"traces: {os.path.relpath(args.out, ROOT)}/")
 
 
@@ -411,7 +560,13 @@ def parse_args(argv):
     p.add_argument("--vid-segment", help="override the preset's hls_live_segment (e.g. 2s)")
     p.add_argument("--vid-part", help="override the preset's hls_live_part (e.g. 100ms)")
     p.add_argument("--servers", default="vid,peer", help="vid, peer or both (default vid,peer)")
-    p.add_argument("--workers", type=int, default=2, help="worker_processes of both servers (default 2)")
+    p.add_argument("--workers", type=int, default=2, help="worker_processes of both servers and the edges (default 2)")
+    p.add_argument("--via", default="direct",
+                   help="the paths vid's stream is played on, comma-separated: direct (from the origin), "
+                        "stock-edge (nginx-conf/edge.conf), vid-edge (nginx-conf/edge-vid.conf) (default direct)")
+    p.add_argument("--path-viewers", type=int, default=0, metavar="N",
+                   help="N LL-HLS clients (blocking reload + hinted part, as hls.js asks) on each path of vid's "
+                        "stream during the whole run, so that the player is not an edge's only viewer (default 0)")
     p.add_argument("--warmup", type=float, default=4, help="seconds after the playlists are up (default 4)")
     p.add_argument("--seed", type=int, help="seed of the random start phases")
     p.add_argument("--vid-config", help="play vid on a bare hls.js page with this config (JSON) "
@@ -428,6 +583,12 @@ def parse_args(argv):
     if not chosen or any(s not in ("vid", "peer") for s in chosen):
         p.error("--servers takes vid, peer or both")
     args.servers = [s for s in ("vid", "peer") if s in chosen]
+    via = args.via.split(",")
+    if not via or any(v not in VIAS for v in via):
+        p.error("--via takes direct, stock-edge, vid-edge or several of them")
+    args.via = [v for v in VIAS if v in via]
+    if args.via != ["direct"] and "vid" not in args.servers:
+        p.error("--via plays vid's stream: --servers must include vid")
     if args.runs < 1 or args.seconds < 5:
         p.error("--runs >= 1 and --seconds >= 5")
     if args.vid_config is not None:
