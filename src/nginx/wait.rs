@@ -18,6 +18,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use nginx_sys::{
     ngx_event_t, ngx_http_cleanup_add, ngx_http_cleanup_t, ngx_http_finalize_request,
@@ -73,7 +74,8 @@ struct Waiter {
 /// The held requests of one stream.
 struct Stream {
     zone: Zone,
-    key: String,
+    /// Shared with each look at the stream (every tick), which must not hold the registry.
+    key: Rc<str>,
     /// Index generation of `snap`; `None` until the first look.
     seen: Option<u64>,
     /// This stream's index as last seen (`None`: not in the zone, or lent out while its
@@ -122,7 +124,7 @@ impl Registry {
         if let Some(st) = self.streams.remove(&sid) {
             let zone = st.zone.id();
             if let Some(keys) = self.by_key.get_mut(&zone) {
-                keys.remove(&st.key);
+                keys.remove(&*st.key);
                 if keys.is_empty() {
                     self.by_key.remove(&zone);
                 }
@@ -177,7 +179,7 @@ pub unsafe fn hold(
                     sid,
                     Stream {
                         zone,
-                        key: key.to_owned(),
+                        key: Rc::from(key),
                         seen: None,
                         snap: None,
                         waiters: HashMap::new(),
