@@ -279,14 +279,17 @@ pub(super) unsafe fn send_file(
         );
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     }
-    // The size from the descriptor, not from the cache: a segment's file grows part by
-    // part, and a cached entry may have been taken while it was being built.
-    // SAFETY: `of.fd` is open (the cache or the pool closes it); ManuallyDrop keeps this
-    // borrowed File from closing it.
-    let meta = {
+    // Without open_file_cache, `of` was just filled by fstat. With it, the size comes
+    // from the descriptor, not from the cache: a segment's file grows part by part, and a
+    // cached entry may have been taken while it was being built.
+    let (file_len, mtime) = if (*clcf).open_file_cache.is_null() {
+        (of.size as u64, of.mtime)
+    } else {
+        // SAFETY: `of.fd` is open (the cache closes it); ManuallyDrop keeps this borrowed
+        // File from closing it.
         let file = core::mem::ManuallyDrop::new(std::fs::File::from_raw_fd(of.fd));
         match file.metadata() {
-            Ok(m) => m,
+            Ok(m) => (m.len(), m.mtime()),
             Err(_) => return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
         }
     };
@@ -294,7 +297,7 @@ pub(super) unsafe fn send_file(
 
     let (start, size) = match range {
         Some((offset, len)) => {
-            if offset.saturating_add(len) > meta.len() {
+            if offset.saturating_add(len) > file_len {
                 ngx_log_error!(
                     NGX_LOG_ERR,
                     log,
@@ -307,8 +310,8 @@ pub(super) unsafe fn send_file(
         }
         None => {
             // Only whole files have a stable modification time.
-            (*r).headers_out.last_modified_time = meta.mtime();
-            (0, meta.len() as i64)
+            (*r).headers_out.last_modified_time = mtime;
+            (0, file_len as i64)
         }
     };
     (*r).headers_out.status = NGX_HTTP_OK as ngx_uint_t;
