@@ -126,17 +126,7 @@ class Publisher(threading.Thread):
 
 
 def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
-def cpu_s(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return bench.memory_kib(pid)[0]
 
 
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux
@@ -208,9 +198,9 @@ def held_run(server, streams, waiters, go):
             raise bench.BenchError(f"only {held_requests(port):.0f} of {n} requests held")
         time.sleep(0.3)
     rss_held = rss_kib(worker)
-    c0, t0 = cpu_s(worker), time.monotonic()
+    c0, t0 = bench.cpu_seconds(worker), time.monotonic()
     time.sleep(4)
-    cpu = (cpu_s(worker) - c0) / (time.monotonic() - t0)
+    cpu = (bench.cpu_seconds(worker) - c0) / (time.monotonic() - t0)
     go.set()
     arrivals = {}
     bad = []
