@@ -499,9 +499,14 @@ def test_held_request_timeout_is_passed_through(topology):
             # The stream on A is still served, and A is still asked first.
             r = e1.get(f"/live/{fine}/index.m3u8?_HLS_msn={i}")
             assert r.status == 200 and r.headers["X-Cache"] == "MISS"
-            line = [l for l in e1.fetch_log() if f"/live/{fine}/index.m3u8?_HLS_msn={i} " in l][-1]
+            # The fetch hop logs when its request ends, which may be just after the edge answered.
+            line = wait_for(lambda: next((l for l in reversed(e1.fetch_log())
+                                          if f"/live/{fine}/index.m3u8?_HLS_msn={i} " in l), None),
+                            5, what="fetch log line")
             assert f"upstream=127.0.0.1:{a.http_port} " in line, line
-        stalled_fetch = [l for l in e1.fetch_log() if f"/live/{stalled_b}/index.m3u8?_HLS_msn" in l][-1]
+        stalled_fetch = wait_for(lambda: next((l for l in reversed(e1.fetch_log())
+                                               if f"/live/{stalled_b}/index.m3u8?_HLS_msn" in l), None),
+                                 5, what="fetch log line")
         assert "ustatus=404, 503" in stalled_fetch, stalled_fetch
     finally:
         for p in pubs.values():
