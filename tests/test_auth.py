@@ -358,7 +358,7 @@ def test_tokens_through_edges(vid_factory, edge_factory, browser, monkeypatch):
                           timeout=90)
         st = out.get("stats") or {}
         assert st.get("fatalErrors", 0) >= 1 or any(e.get("fatal") for e in st.get("errors", [])), st
-        assert any(f"/t/" in l and " 403 " in l for l in e2.access_log())
+        wait_for(lambda: any(f"/t/" in l and " 403 " in l for l in e2.access_log()), 5, what="403 in the access log")
     finally:
         pub.kill()
         pub.wait()

@@ -360,7 +360,9 @@ def test_play_through_edges(topology):
         r1 = e2.get(f"/live/{key}/index.m3u8?_HLS_msn={msn}&x=1&_HLS_part={part}")
         r2 = e2.get(f"/live/{key}/index.m3u8?_HLS_part={part}&_HLS_msn=0{msn}&utm=2")
         assert r1.status == r2.status == 200 and r2.headers["X-Cache"] == "HIT" and r1.body == r2.body
-        key_line = [l for l in e2.access_log() if "utm=2" in l][-1]
+        # The access log line is written when the request ends, maybe just after the answer.
+        key_line = wait_for(lambda: next((l for l in reversed(e2.access_log()) if "utm=2" in l), None), 5,
+                            what="access log line")
         assert f'key="/live/{key}/index.m3u8?_HLS_msn={msn}&_HLS_part={part}"' in key_line, key_line
         assert e2.get(f"/live/{key}/index.m3u8?_HLS_msn=x1").status == 400
         assert e2.get(f"/live/{key}/index.m3u8?_HLS_msn=1&_HLS_msn=2").status == 400
