@@ -43,7 +43,7 @@ fi
 command -v cargo >/dev/null || { echo "deps: Rust (cargo) is required: https://rustup.rs" >&2; exit 1; }
 
 if [ "$what" = test ] || [ "$what" = bench ]; then
-  py=(pytest==8.3.3 imageio-ffmpeg==0.8.1)
+  py=(pytest==8.3.3 pytest-xdist==3.6.1 imageio-ffmpeg==0.8.1)
   for spec in "${py[@]}"; do
     name=${spec%%==*}
     python3 -m pip show -q "$name" >/dev/null 2>&1 || need_py=1

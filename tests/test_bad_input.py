@@ -113,7 +113,12 @@ class Rtmp:
 
     # raw I/O
     def send(self, data):
-        self.sock.sendall(data)
+        # The server may close (a limit exceeded) while a large message is still being
+        # sent: the reset then shows on the send side; wait_closed reports it.
+        try:
+            self.sock.sendall(data)
+        except (ConnectionResetError, BrokenPipeError):
+            self.reset = True
 
     def read(self, n):
         while len(self.rbuf) < n:
@@ -129,6 +134,8 @@ class Rtmp:
 
     def wait_closed(self, timeout):
         """True once the server closed the connection (EOF or reset) within timeout."""
+        if getattr(self, "reset", False):
+            return True
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.sock.settimeout(max(0.05, deadline - time.monotonic()))
