@@ -82,3 +82,12 @@ pub struct Frame {
     /// one Opus packet.
     pub data: Bytes,
 }
+
+/// What a publisher hands to the segmenter, in order, when it is not an FLV stream
+/// (WHIP: configurations come from in-band parameter sets and the SDP, not tags).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Media {
+    Video(VideoConfig),
+    Audio(AudioConfig),
+    Frame(Frame),
+}
