@@ -1,0 +1,290 @@
+"""WHIP ingest (RFC 9725): a real WebRTC publisher (ffmpeg 9's `whip` muxer: ICE, DTLS-SRTP,
+RTP/RTCP) goes live through nginx + vid; what comes out is checked with ffprobe and played
+with ffmpeg's HLS demuxer."""
+
+import json
+import random
+import re
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from conftest import FFPROBE, http, modern_ffmpeg, parse_playlist, publish, wait_for
+
+SESSION_LINE = re.compile(r'whip: "([\w-]+)": session (\S+) answered, media on UDP 127\.0\.0\.1:(\d+)')
+
+
+def whip_publish(url, seconds=12, audio=True, extra=(), token=None):
+    """ffmpeg 9 publishing H.264 (constrained baseline, no B-frames, as browsers send) and
+    Opus over WHIP."""
+    ff = modern_ffmpeg()
+    cmd = [ff, "-hide_banner", "-loglevel", "error", "-re",
+           "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"]
+    if audio:
+        cmd += ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"]
+    cmd += ["-t", str(seconds), "-c:v", "libx264", "-profile:v", "baseline", "-preset", "ultrafast",
+            "-tune", "zerolatency", "-bf", "0", "-g", "30", "-pix_fmt", "yuv420p"]
+    if audio:
+        cmd += ["-c:a", "libopus", "-b:a", "64k", "-ar", "48000", "-ac", "2"]
+    if token:
+        cmd += ["-authorization", token]
+    cmd += list(extra) + ["-f", "whip", url]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def live_playlist(v, key, segments=2, timeout=20):
+    def ready():
+        r = v.get(f"/live/{key}/index.m3u8")
+        if r.status != 200:
+            return None
+        pl = parse_playlist(r.text)
+        return pl if len(pl["segments"]) >= segments else None
+    return wait_for(ready, timeout, what=f"{segments} segments of {key}")
+
+
+def probe(path):
+    out = subprocess.run([FFPROBE, "-v", "error", "-show_streams", "-of", "json", str(path)],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return {s["codec_type"]: s for s in json.loads(out.stdout)["streams"]}
+
+
+def test_ffmpeg_whip_publish_becomes_h264_and_opus_llhls(vid_factory, tmp_path):
+    v = vid_factory()
+    pub = whip_publish(v.url("/whip/demo"), seconds=14)
+    try:
+        pl = live_playlist(v, "demo", segments=3)
+        text = v.get("/live/demo/index.m3u8").text
+        assert "#EXT-X-PART:" in text and "#EXT-X-PRELOAD-HINT" in text
+        master = v.get("/live/demo/master.m3u8").text
+        assert re.search(r'CODECS="avc1\.42[0-9a-f]{4},opus"', master), master
+        init = tmp_path / "init.mp4"
+        init.write_bytes(v.get(f"/live/demo/{pl['segments'][0]['map']}").body)
+        seg = tmp_path / "seg.mp4"
+        seg.write_bytes(init.read_bytes() + v.get(f"/live/demo/{pl['segments'][1]['uri']}").body)
+        s = probe(seg)
+        assert s["video"]["codec_name"] == "h264" and s["video"]["width"] == 640
+        assert s["audio"]["codec_name"] == "opus" and int(s["audio"]["sample_rate"]) == 48000
+        # Segments follow the target although a WebRTC encoder sends keyframes only when
+        # asked: vid asks (PLI) at the segment cadence.
+        durations = [seg["dur"] for seg in pl["segments"][1:]]
+        assert all(0.9 <= d <= 1.5 for d in durations), durations
+        # ffmpeg's HLS demuxer plays the live stream: both tracks decode.
+        play = subprocess.run([modern_ffmpeg(), "-v", "error", "-i", v.url("/live/demo/index.m3u8"),
+                               "-t", "4", "-f", "null", "-"], capture_output=True, text=True, timeout=60)
+        assert play.returncode == 0, play.stderr[-2000:]
+        # Session line: which worker's port took the media.
+        assert SESSION_LINE.search(v.log()), v.log()[-3000:]
+        # The publisher ends with DELETE: the stream ends at once (no grace period).
+        pub.wait(timeout=30)
+        wait_for(lambda: "#EXT-X-ENDLIST" in v.get("/live/demo/index.m3u8").text, 5, what="ENDLIST")
+        assert "ended by the publisher (DELETE)" in v.log()
+    finally:
+        pub.kill()
+        pub.wait()
+
+
+def test_sessions_on_several_workers_each_get_their_workers_port(vid_factory):
+    v = vid_factory(workers=2)
+    pubs, ports, keys = [], set(), []
+    try:
+        for i in range(8):
+            key = f"w{i}"
+            keys.append(key)
+            pubs.append(whip_publish(v.url(f"/whip/{key}"), seconds=10, audio=False))
+            time.sleep(0.3)
+            ports = {m.group(3) for m in SESSION_LINE.finditer(v.log())}
+            if len(ports) == 2 and i >= 2:
+                break
+        assert ports == {str(v.whip_port), str(v.whip_port + 1)}, ports
+        for key in keys:
+            live_playlist(v, key, segments=2)
+    finally:
+        for p in pubs:
+            p.kill()
+            p.wait()
+
+
+OFFER = (
+    "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n"
+    "m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=sendonly\r\na=rtcp-mux\r\n"
+    "a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n"
+    "a=fingerprint:sha-256 " + ":".join(["AB"] * 32) + "\r\na=setup:actpass\r\n"
+    "a=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1;profile-level-id=42e01f\r\n"
+    "a=rtcp-fb:96 nack pli\r\na=ssrc:1111 cname:x\r\n"
+)
+
+
+def post(v, key, body, ctype="application/sdp", headers=None):
+    return http(v.url(f"/whip/{key}"), method="POST",
+                headers={"Content-Type": ctype, **(headers or {})}, body=body)
+
+
+def test_bad_offers_get_clear_4xx_and_log_lines(vid_factory):
+    v = vid_factory(stream_extra="rtmp_live_takeover off;")
+    assert post(v, "k", b"hello", ctype="text/plain").status == 415
+    r = post(v, "k", b"hello")
+    assert r.status == 400 and "malformed SDP" in r.text, r.text
+    r = post(v, "k", OFFER[: len(OFFER) // 2].encode())
+    assert r.status in (400, 406), r.text
+    vp8 = OFFER.replace("H264/90000", "VP8/90000")
+    r = post(v, "k", vp8.encode())
+    assert r.status == 406 and "H.264" in r.text, r.text
+    r = post(v, "bad.key%21", OFFER.encode())
+    assert r.status == 400 and "invalid stream key" in r.text, r.text
+    assert post(v, "k", b"v=0\r\n" + b"a=x\r\n" * 20000).status == 413
+    assert http(v.url("/whip/k"), method="GET").status == 405
+    # A key that is already live (takeover off): 409.
+    rtmp = publish(v.rtmp_url("taken"), seconds=15)
+    try:
+        live_playlist(v, "taken", segments=1)
+        r = post(v, "taken", OFFER.encode())
+        assert r.status == 409 and "already being published" in r.text, r.text
+    finally:
+        rtmp.kill()
+        rtmp.wait()
+    # A valid offer whose publisher never does ICE/DTLS: the session is dropped after the
+    # handshake timeout, the stream it claimed ends.
+    r = post(v, "ghost", OFFER.encode())
+    assert r.status == 201, r.text
+    assert r.headers["Content-Type"].startswith("application/sdp")
+    assert "a=ice-lite" in r.text and f"127.0.0.1 {v.whip_port}" in r.text
+    loc = r.headers["Location"]
+    assert loc.startswith("/whip/ghost/w0-")
+    wait_for(lambda: "handshake did not complete" in v.log(), 15, what="handshake timeout")
+    # DELETE of an unknown session: 404.
+    assert http(v.url(loc), method="DELETE").status == 404
+    log = v.log()
+    assert "offer is not application/sdp" in log and "unsupported offer" in log
+
+
+def test_garbage_datagrams_do_not_hurt_a_live_whip_stream(vid_factory):
+    v = vid_factory()
+    pub = whip_publish(v.url("/whip/noisy"), seconds=12)
+    try:
+        live_playlist(v, "noisy", segments=1)
+        rnd = random.Random(7)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for i in range(3000):
+                n = rnd.choice([0, 1, 12, 100, 1200, 1500, 3000])
+                # Random bytes, some shaped like RTP (0x80), STUN (0x00) or DTLS (0x16).
+                first = rnd.choice([0x80, 0x00, 0x16, rnd.randrange(256)])
+                s.sendto(bytes([first]) + rnd.randbytes(max(n - 1, 0)), ("127.0.0.1", v.whip_port))
+        before = len(live_playlist(v, "noisy", segments=1)["segments"])
+        msn = parse_playlist(v.get("/live/noisy/index.m3u8").text)["msn"]
+        time.sleep(3)
+        pl = parse_playlist(v.get("/live/noisy/index.m3u8").text)
+        assert pl["msn"] + len(pl["segments"]) > msn + before, "stream stopped"
+        # Logged at most once a minute, not per datagram.
+        assert v.log().count("belongs to no session") <= 1
+    finally:
+        pub.kill()
+        pub.wait()
+
+
+class LossyRelay:
+    """A loopback UDP relay that drops a share of the publisher's datagrams, plus an HTTP
+    front that rewrites the answer's candidate to the relay."""
+
+    def __init__(self, v, loss=0.02, seed=1):
+        self.v, self.loss, self.rnd = v, loss, random.Random(seed)
+        self.pub_side = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.pub_side.bind(("127.0.0.1", 0))
+        self.srv_side = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.srv_side.bind(("127.0.0.1", 0))
+        self.port = self.pub_side.getsockname()[1]
+        self.client = None
+        self.target = None
+        self.dropped = self.passed = 0
+        self.stop = False
+        threading.Thread(target=self._up, daemon=True).start()
+        threading.Thread(target=self._down, daemon=True).start()
+
+    def _up(self):
+        self.pub_side.settimeout(0.2)
+        while not self.stop:
+            try:
+                d, a = self.pub_side.recvfrom(4096)
+            except socket.timeout:
+                continue
+            self.client = a
+            if self.target is None:
+                continue
+            # STUN (first byte 0/1) always passes: the loss is on the media.
+            if d[0] > 3 and self.rnd.random() < self.loss:
+                self.dropped += 1
+                continue
+            self.passed += 1
+            self.srv_side.sendto(d, self.target)
+
+    def _down(self):
+        self.srv_side.settimeout(0.2)
+        while not self.stop:
+            try:
+                d, _ = self.srv_side.recvfrom(4096)
+            except socket.timeout:
+                continue
+            if self.client:
+                self.pub_side.sendto(d, self.client)
+
+    def offer(self, key, sdp):
+        req = urllib.request.Request(self.v.url(f"/whip/{key}"), data=sdp, method="POST",
+                                     headers={"Content-Type": "application/sdp"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            answer = r.read().decode()
+            loc = r.headers["Location"]
+        m = re.search(r"127\.0\.0\.1 (\d+) typ host", answer)
+        self.target = ("127.0.0.1", int(m.group(1)))
+        return answer.replace(f"127.0.0.1 {m.group(1)} typ host", f"127.0.0.1 {self.port} typ host"), loc
+
+
+def test_two_percent_packet_loss_keeps_the_stream_going(vid_factory):
+    import http.server
+    v = vid_factory()
+    relay = LossyRelay(v, loss=0.02)
+
+    class Front(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            key = self.path.rsplit("/", 1)[-1]
+            answer, loc = relay.offer(key, body)
+            self.send_response(201)
+            self.send_header("Content-Type", "application/sdp")
+            self.send_header("Location", loc)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer.encode())
+
+        def do_DELETE(self):
+            r = http(v.url(self.path), method="DELETE")
+            self.send_response(r.status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    front = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Front)
+    threading.Thread(target=front.serve_forever, daemon=True).start()
+    pub = whip_publish(f"http://127.0.0.1:{front.server_address[1]}/whip/lossy", seconds=16)
+    try:
+        pl = live_playlist(v, "lossy", segments=4, timeout=25)
+        assert relay.dropped > 20, (relay.dropped, relay.passed)
+        # Every segment is still about one target long: lost keyframes were asked for again.
+        assert all(s["dur"] <= 1.5 for s in pl["segments"]), pl["segments"]
+        play = subprocess.run([modern_ffmpeg(), "-v", "error", "-i", v.url("/live/lossy/index.m3u8"),
+                               "-t", "3", "-f", "null", "-"], capture_output=True, text=True, timeout=60)
+        assert play.returncode == 0, play.stderr[-2000:]
+        pub.wait(timeout=30)
+        wait_for(lambda: "keyframe requests" in v.log(), 5, what="session summary")
+        m = re.search(r"(\d+) keyframe requests, (\d+) gaps", v.log())
+        assert m and int(m.group(1)) >= 4, v.log()[-2000:]
+    finally:
+        relay.stop = True
+        front.shutdown()
+        pub.kill()
+        pub.wait()
