@@ -49,7 +49,14 @@
       pc = new RTCPeerConnection();
       for (const track of media.getTracks()) {
         const t = pc.addTransceiver(track, { direction: "sendonly", streams: [media] });
-        if (track.kind === "video") preferH264(t);
+        if (track.kind === "video") {
+          preferH264(t);
+          // A live stream keeps its picture size (each change is a new HLS init section);
+          // the encoder lowers the frame rate instead when it must.
+          const p = t.sender.getParameters();
+          p.degradationPreference = "maintain-resolution";
+          await t.sender.setParameters(p).catch(() => {});
+        }
       }
       pc.onconnectionstatechange = () => {
         if (pc) show(pc.connectionState === "connected" ? "live" : pc.connectionState);
@@ -83,20 +90,21 @@
   async function stop(keepStatus) {
     const session = state.session;
     state.session = null;
+    $("golive-stop").disabled = true;
+    // DELETE first: the stream ends at once; closing the connection alone ends it too.
+    if (session) {
+      try {
+        await fetch(session, { method: "DELETE", keepalive: true });
+      } catch (e) {
+        /* the server ends the stream when the connection closes anyway */
+      }
+    }
     if (pc) pc.close();
     pc = null;
     if (media) media.getTracks().forEach((t) => t.stop());
     media = null;
     $("golive-preview").srcObject = null;
     $("golive-start").disabled = false;
-    $("golive-stop").disabled = true;
-    if (session) {
-      try {
-        await fetch(session, { method: "DELETE" });
-      } catch (e) {
-        /* the server ends the stream after its timeout anyway */
-      }
-    }
     if (keepStatus !== true) show("stopped");
   }
 

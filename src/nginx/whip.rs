@@ -492,8 +492,10 @@ unsafe fn settle(i: usize) {
         Some((w.sessions.swap_remove(i), closed))
     });
     if let Some((mut s, why)) = ended {
-        // A publisher that never connected sent nothing: its stream ends at once.
-        s.deleted |= why == Closed::HandshakeTimeout;
+        // A publisher that never connected sent nothing, one that closed its connection
+        // is done: the stream ends at once.
+        s.deleted |= matches!(why, Closed::HandshakeTimeout | Closed::Ended);
+        remember_ended(&s.id);
         end_session(s, &why.to_string());
     }
 }
@@ -851,7 +853,24 @@ fn random_hex() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// Ends this worker's session `id` at once; false if it has none.
+/// Ids of this worker's sessions that ended lately: a DELETE that comes after the
+/// publisher closed its connection is still answered 200.
+const RECENTLY_ENDED: usize = 64;
+
+thread_local! {
+    static ENDED: RefCell<std::collections::VecDeque<String>> = const { RefCell::new(std::collections::VecDeque::new()) };
+}
+
+fn remember_ended(id: &str) {
+    ENDED.with_borrow_mut(|e| {
+        if e.len() == RECENTLY_ENDED {
+            e.pop_front();
+        }
+        e.push_back(id.to_owned());
+    });
+}
+
+/// Ends this worker's session `id` at once; false if it has none (or had none lately).
 unsafe fn delete_local(id: &str) -> bool {
     let s = WORKER.with_borrow_mut(|w| {
         let w = w.as_mut()?;
@@ -861,12 +880,13 @@ unsafe fn delete_local(id: &str) -> bool {
     match s {
         Some(mut s) => {
             s.deleted = true;
-            s.peer.close(Closed::Disconnected);
+            s.peer.close(Closed::Ended);
+            remember_ended(&s.id);
             end_session(s, "ended by the publisher (DELETE)");
             arm_timer();
             true
         }
-        None => false,
+        None => ENDED.with_borrow(|e| e.iter().any(|x| x == id)),
     }
 }
 

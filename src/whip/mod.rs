@@ -94,8 +94,10 @@ pub struct PeerStats {
 pub enum Closed {
     HandshakeTimeout,
     Idle,
-    /// ICE disconnected, DTLS closed, or the publisher ended it.
+    /// ICE lost the publisher (consent expired): the stream waits for a republish.
     Disconnected,
+    /// The publisher closed the session (DTLS close_notify, or DELETE).
+    Ended,
     Failed(String),
 }
 
@@ -105,6 +107,7 @@ impl fmt::Display for Closed {
             Closed::HandshakeTimeout => write!(f, "ICE/DTLS handshake did not complete in time"),
             Closed::Idle => write!(f, "no media received, timed out"),
             Closed::Disconnected => write!(f, "peer disconnected"),
+            Closed::Ended => write!(f, "ended by the publisher"),
             Closed::Failed(why) => write!(f, "WebRTC error: {why}"),
         }
     }
@@ -433,8 +436,12 @@ impl Peer {
                 self.last_media = now;
                 self.request_keyframe(now);
             }
-            Event::IceConnectionStateChange(IceConnectionState::Disconnected) | Event::Closed => {
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 self.closed.get_or_insert(Closed::Disconnected);
+            }
+            // DTLS close_notify: the publisher closed its peer connection on purpose.
+            Event::Closed => {
+                self.closed.get_or_insert(Closed::Ended);
             }
             Event::MediaData(d) => self.media_data(d, now),
             _ => {}
