@@ -98,7 +98,7 @@ pub fn packet_samples(packet: &[u8]) -> Option<u32> {
     let frames = match toc & 0x3 {
         0 => 1,
         1 => {
-            if (packet.len() - 1) % 2 != 0 {
+            if !(packet.len() - 1).is_multiple_of(2) {
                 return None;
             }
             2

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 
-use crate::codec::{aac, avc, hevc};
+use crate::codec::{aac, avc, hevc, opus};
 use crate::flv;
 use crate::ingest::{Connection, IngestConfig, LogLevel, SharedIndex};
 use crate::playlist::{
@@ -295,7 +295,8 @@ pub fn flv_tags(data: &[u8]) {
     let _ = flv::parse_audio(&b);
 }
 
-/// Decoder configuration records, SPS and AudioSpecificConfig parsers.
+/// Decoder configuration records, SPS and AudioSpecificConfig parsers, Opus packet
+/// durations.
 pub fn codec_configs(data: &[u8]) {
     let Some((&which, rest)) = data.split_first() else {
         return;
@@ -318,6 +319,9 @@ pub fn codec_configs(data: &[u8]) {
         3 => {
             if let Ok(a) = aac::parse_asc(&b) {
                 assert!(a.sample_rate > 0);
+            }
+            if let Some(n) = opus::packet_samples(rest) {
+                assert!((120..=opus::MAX_PACKET_SAMPLES).contains(&n));
             }
         }
         4 => {
