@@ -331,6 +331,21 @@ pub fn codec_configs(data: &[u8]) {
                 for _ in crate::codec::nal_units(rest, ls) {}
             }
             let _ = crate::codec::detect_length_size(rest);
+            // WebRTC H.264 (after depacketizing): Annex B access units, split in two.
+            let mut d = crate::whip::h264::Depacketized::new();
+            let mid = rest.len() / 2;
+            for au in [&rest[..mid], &rest[mid..], rest] {
+                if let Ok(au) = d.access_unit(au) {
+                    // Whole length-prefixed NAL units, nothing else.
+                    assert!(crate::codec::nal_units(&au.data, 4).count() > 0);
+                    let mut at = 0;
+                    while at < au.data.len() {
+                        let n = u32::from_be_bytes(au.data[at..at + 4].try_into().unwrap());
+                        at += 4 + n as usize;
+                    }
+                    assert_eq!(at, au.data.len());
+                }
+            }
         }
         _ => {
             let _ = avc::split_record(rest);
