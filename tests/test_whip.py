@@ -324,3 +324,35 @@ def test_browser_goes_live_from_the_player_page_and_hlsjs_plays_it(vid_factory, 
     # Stop: DELETE, the stream ends at once.
     wait_for(lambda: "#EXT-X-ENDLIST" in v.get("/live/cam/index.m3u8").text, 5, what="ENDLIST")
     assert "ended by the publisher" in v.log()
+
+
+def test_reload_ends_sessions_cleanly_and_the_key_can_be_published_again(vid_factory):
+    """nginx -s reload: the old workers close their WHIP sessions (the stream starts its
+    grace period), the new workers take the UDP ports, a new WHIP publish continues the
+    stream; no worker crashes."""
+    v = vid_factory(workers=2, stream_extra="hls_live_grace 10s;")
+    first = whip_publish(v.url("/whip/re"), seconds=30, audio=False)
+    second = None
+    try:
+        live_playlist(v, "re", segments=2)
+        msn_before = parse_playlist(v.get("/live/re/index.m3u8").text)["msn"]
+        v.reload()
+        wait_for(lambda: "whip: session of \"re\" closed: worker is exiting" in v.log(), 10,
+                 what="old worker closing its session")
+        first.kill()
+        first.wait()
+        second = whip_publish(v.url("/whip/re"), seconds=10, audio=False)
+        wait_for(lambda: "continues the previous stream" in v.log(), 10, what="republish")
+        # The old stream's last segment was sealed at the close; the new publish's media
+        # follow it after a discontinuity.
+        text = wait_for(lambda: (t := v.get("/live/re/index.m3u8").text).count("#EXTINF") and
+                        "#EXT-X-DISCONTINUITY\n" in t and t.split("#EXT-X-DISCONTINUITY\n")[1].count("#EXTINF") >= 2 and t,
+                        15, what="two segments after the discontinuity")
+        assert "#EXT-X-ENDLIST" not in text, text
+        assert parse_playlist(text)["msn"] >= msn_before
+        assert not v.crashes()
+    finally:
+        for p in (first, second):
+            if p:
+                p.kill()
+                p.wait()
