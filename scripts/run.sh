@@ -16,6 +16,8 @@ cat <<MSG
 
 vid origin on 127.0.0.1 (config: $prefix/conf/nginx.conf, log: $prefix/logs/error.log)
   publish:  ffmpeg -re -i input.mp4 -c copy -f flv rtmp://127.0.0.1:$rtmp/live/demo
+    WHIP:   ffmpeg -re -i input.mp4 -c:v libx264 -bf 0 -c:a libopus -f whip http://127.0.0.1:$http/whip/demo
+            (ffmpeg 8+; or "Go live from this browser" on the player page; UDP 8189+ per worker)
   watch:    ffplay http://127.0.0.1:$http/live/demo/index.m3u8
             (or VLC / ffmpeg -i with the same URL; any key [A-Za-z0-9_-]{1,64} works)
   player:   http://127.0.0.1:$http/  (live streams, hls.js low-latency playback, latency)

@@ -28,6 +28,7 @@ pub mod record;
 pub mod rtmp;
 pub mod segmenter;
 pub mod store;
+pub mod whip;
 
 #[cfg(feature = "nginx")]
 #[allow(unsafe_code)]

@@ -13,6 +13,9 @@ pub enum VideoCodec {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AudioCodec {
     Aac,
+    /// Opus (RFC 6716), carried in fMP4 only ("Encapsulation of Opus in ISO Base
+    /// Media File Format"); see [`crate::codec::opus`].
+    Opus,
 }
 
 /// Decoder configuration of a video track, taken from the FLV sequence header.
@@ -33,18 +36,29 @@ pub struct VideoConfig {
 }
 
 /// Decoder configuration of an audio track.
+///
+/// For Opus ([`crate::codec::opus::config`] builds one):
+/// - `asc` holds the payload of the `dOps` box (OpusSpecificBox, big-endian, 11 bytes
+///   for channel mapping family 0), written into the sample entry as is; when empty
+///   the muxer writes one for `channels` with PreSkip 0;
+/// - `object_type` is 0 (no MPEG-4 audio object type);
+/// - `sample_rate` is 48000: Opus timestamps and durations always count 48 kHz samples;
+/// - `frame_samples` is the nominal packet duration in 48 kHz samples (960 = 20 ms).
+///   Packets may differ from it: the segmenter reads each packet's duration from its
+///   TOC byte and falls back to `frame_samples` only for a packet it cannot parse;
+/// - `codec_string` is `opus`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AudioConfig {
     pub codec: AudioCodec,
-    /// AAC AudioSpecificConfig bytes.
+    /// AAC: the AudioSpecificConfig bytes. Opus: the `dOps` payload (or empty).
     pub asc: Bytes,
-    /// Audio object type (2 = AAC-LC, 5 = HE-AAC, ...).
+    /// Audio object type (2 = AAC-LC, 5 = HE-AAC, ...); 0 for Opus.
     pub object_type: u8,
     pub sample_rate: u32,
     pub channels: u8,
-    /// Samples per access unit (1024 for AAC-LC).
+    /// Samples per access unit (1024 for AAC-LC; nominally 960 for Opus).
     pub frame_samples: u32,
-    /// RFC 6381 codec string, e.g. `mp4a.40.2`.
+    /// RFC 6381 codec string, e.g. `mp4a.40.2`, or `opus`.
     pub codec_string: String,
 }
 
@@ -64,6 +78,16 @@ pub struct Frame {
     pub cts_ms: i32,
     /// Video: an IDR / IRAP picture. Audio: always true.
     pub keyframe: bool,
-    /// Video: length-prefixed NAL units (AVCC/HVCC layout). Audio: one raw AAC frame.
+    /// Video: length-prefixed NAL units (AVCC/HVCC layout). Audio: one raw AAC frame, or
+    /// one Opus packet.
     pub data: Bytes,
+}
+
+/// What a publisher hands to the segmenter, in order, when it is not an FLV stream
+/// (WHIP: configurations come from in-band parameter sets and the SDP, not tags).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Media {
+    Video(VideoConfig),
+    Audio(AudioConfig),
+    Frame(Frame),
 }

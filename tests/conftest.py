@@ -63,8 +63,8 @@ class Response:
         return self.body.decode("utf-8")
 
 
-def http(url, method="GET", headers=None, timeout=10):
-    req = urllib.request.Request(url, method=method, headers=headers or {})
+def http(url, method="GET", headers=None, timeout=10, body=None):
+    req = urllib.request.Request(url, method=method, headers=headers or {}, data=body)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return Response(r.status, r.headers, r.read())
@@ -92,7 +92,12 @@ class Vid:
         self.rtmp_port = free_port()
         self.http_port = free_port()
         self.workers = workers
-        env = dict(os.environ, HLS_SEGMENT=segment, HLS_PART=part, HLS_WINDOW=str(window), HLS_TS="on" if ts else "off")
+        # WHIP media: UDP port whip_port + worker number.
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind(("127.0.0.1", 0))
+            self.whip_port = u.getsockname()[1]
+        env = dict(os.environ, HLS_SEGMENT=segment, HLS_PART=part, HLS_WINDOW=str(window), HLS_TS="on" if ts else "off",
+                   WHIP_UDP=f"127.0.0.1:{self.whip_port}")
         conf = subprocess.run(
             [str(ROOT / "scripts" / "render-conf.sh"), str(self.prefix), str(self.rtmp_port), str(self.http_port), str(workers)],
             check=True, capture_output=True, text=True, env=env,

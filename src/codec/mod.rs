@@ -1,4 +1,4 @@
-//! Codec parameter sets: H.264, H.265, AAC; dimensions, frame rate, RFC 6381 strings.
+//! Codec parameter sets: H.264, H.265, AAC, Opus; dimensions, frame rate, RFC 6381 strings.
 //!
 //! Everything here works on bytes that came from the network: every length and
 //! count is checked against the buffer and against the bounds below, and errors
@@ -8,6 +8,7 @@ pub mod aac;
 pub mod avc;
 mod bits;
 pub mod hevc;
+pub mod opus;
 
 use std::fmt;
 

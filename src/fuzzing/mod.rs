@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 
-use crate::codec::{aac, avc, hevc};
+use crate::codec::{aac, avc, hevc, opus};
 use crate::flv;
 use crate::ingest::{Connection, IngestConfig, LogLevel, SharedIndex};
 use crate::playlist::{
@@ -295,7 +295,8 @@ pub fn flv_tags(data: &[u8]) {
     let _ = flv::parse_audio(&b);
 }
 
-/// Decoder configuration records, SPS and AudioSpecificConfig parsers.
+/// Decoder configuration records, SPS and AudioSpecificConfig parsers, Opus packet
+/// durations.
 pub fn codec_configs(data: &[u8]) {
     let Some((&which, rest)) = data.split_first() else {
         return;
@@ -319,6 +320,9 @@ pub fn codec_configs(data: &[u8]) {
             if let Ok(a) = aac::parse_asc(&b) {
                 assert!(a.sample_rate > 0);
             }
+            if let Some(n) = opus::packet_samples(rest) {
+                assert!((120..=opus::MAX_PACKET_SAMPLES).contains(&n));
+            }
         }
         4 => {
             for ls in [1, 2, 4] {
@@ -327,6 +331,21 @@ pub fn codec_configs(data: &[u8]) {
                 for _ in crate::codec::nal_units(rest, ls) {}
             }
             let _ = crate::codec::detect_length_size(rest);
+            // WebRTC H.264 (after depacketizing): Annex B access units, split in two.
+            let mut d = crate::whip::h264::Depacketized::new();
+            let mid = rest.len() / 2;
+            for au in [&rest[..mid], &rest[mid..], rest] {
+                if let Ok(au) = d.access_unit(au) {
+                    // Whole length-prefixed NAL units, nothing else.
+                    assert!(crate::codec::nal_units(&au.data, 4).count() > 0);
+                    let mut at = 0;
+                    while at < au.data.len() {
+                        let n = u32::from_be_bytes(au.data[at..at + 4].try_into().unwrap());
+                        at += 4 + n as usize;
+                    }
+                    assert_eq!(at, au.data.len());
+                }
+            }
         }
         _ => {
             let _ = avc::split_record(rest);

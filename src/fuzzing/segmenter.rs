@@ -136,19 +136,29 @@ pub fn segmenter(data: &[u8]) {
             }
             1 => {
                 let rate = RATES[inp.u8() as usize % RATES.len()];
-                let frame_samples = [1024u32, 2048, 960][inp.u8() as usize % 3];
-                seg.audio_config(
+                let sel = inp.u8();
+                let frame_samples = [1024u32, 2048, 960][sel as usize % 3];
+                let asc = inp.u8();
+                let cfg = if sel & 0x80 != 0 {
+                    // Opus: packets of 2.5 to 120 ms (their TOC byte), any rate given
+                    // is taken as 48 kHz.
+                    AudioConfig {
+                        sample_rate: rate,
+                        frame_samples,
+                        ..crate::codec::opus::config(asc & 3, u16::from(asc))
+                    }
+                } else {
                     AudioConfig {
                         codec: AudioCodec::Aac,
-                        asc: Bytes::from(vec![0x12, inp.u8()]),
+                        asc: Bytes::from(vec![0x12, asc]),
                         object_type: 2,
                         sample_rate: rate,
                         channels: 2,
                         frame_samples,
                         codec_string: "mp4a.40.2".into(),
-                    },
-                    &mut out,
-                );
+                    }
+                };
+                seg.audio_config(cfg, &mut out);
             }
             2..=6 => {
                 let b = inp.u8();
@@ -184,13 +194,16 @@ pub fn segmenter(data: &[u8]) {
                 };
                 adts = adts.saturating_add(step);
                 n += 1;
+                // As an Opus packet: any TOC byte (configuration, frame count code) from
+                // the step byte; the second byte is a code 3 frame count.
+                let toc = b.wrapping_mul(0x2F) ^ 0x21;
                 seg.push(
                     Frame {
                         kind: TrackKind::Audio,
                         dts_ms: adts,
                         cts_ms: 0,
                         keyframe: true,
-                        data: Bytes::from(vec![0x21, n as u8]),
+                        data: Bytes::from(vec![toc, n as u8]),
                     },
                     now,
                     &mut out,

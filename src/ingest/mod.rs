@@ -22,7 +22,9 @@ use crate::store::files::StreamDir;
 use crate::store::names;
 use crate::store::{ClaimError, Lifecycle, Now, StreamIndex, StreamSettings, Table};
 
+mod direct;
 mod gate;
+pub use direct::Refusal;
 pub use gate::CallbackAsk;
 
 /// Access to the shared table of stream indexes; the implementation holds the lock for
@@ -128,6 +130,10 @@ pub struct Connection {
     stats: crate::metrics::IngestDelta,
     stats_key: Option<String>,
     flash_ver: Option<String>,
+    /// A publish without RTMP ([`Connection::publish_direct`]): nothing is sent back.
+    direct: bool,
+    /// Why the last publish was refused (for a direct publish's answer).
+    refusal: Option<Refusal>,
 }
 
 impl Connection {
@@ -151,6 +157,8 @@ impl Connection {
             stats: Default::default(),
             stats_key: None,
             flash_ver: None,
+            direct: false,
+            refusal: None,
         }
     }
 
@@ -359,8 +367,10 @@ impl Connection {
     ) -> Result<(), IngestError> {
         let now_ms = now.mono_ms;
         let refuse = |this: &mut Self, why: String| {
-            this.rtmp
-                .reject_publish(stream_id, "NetStream.Publish.BadName", &why);
+            if !this.direct {
+                this.rtmp
+                    .reject_publish(stream_id, "NetStream.Publish.BadName", &why);
+            }
             Err(IngestError::Refused(why))
         };
         if self.publishing.is_some() {
@@ -393,17 +403,20 @@ impl Connection {
         let claim = match claimed {
             Some(Ok(c)) => c,
             Some(Err(ClaimError::AlreadyLive)) => {
+                self.refusal = Some(Refusal::Live);
                 return refuse(
                     self,
                     format!("stream \"{name}\" is already being published"),
-                )
+                );
             }
             Some(Err(ClaimError::Full)) => {
-                return refuse(self, "no room for another stream in the zone".into())
+                self.refusal = Some(Refusal::Unavailable);
+                return refuse(self, "no room for another stream in the zone".into());
             }
             Some(Err(e)) => return refuse(self, format!("stream \"{name}\" refused: {e}")),
             None => {
                 debug_assert!(!ok);
+                self.refusal = Some(Refusal::Unavailable);
                 return refuse(self, "stream index unavailable".into());
             }
         };
@@ -436,7 +449,9 @@ impl Connection {
         if !claim.discontinuity {
             segmenter.shorten_first_segment();
         }
-        self.rtmp.accept_publish(stream_id);
+        if !self.direct {
+            self.rtmp.accept_publish(stream_id);
+        }
         (self.stats.published, self.stats.segment_target_ms) = (true, self.cfg.segment_target_ms);
         self.stats_key = Some(name.clone());
         let app = self.app.clone().unwrap_or_default();

@@ -1,13 +1,15 @@
 //! fMP4 / CMAF: init segment (`ftyp` + `moov`) and fragments (`moof` + `mdat`).
 //!
-//! Boxes follow ISO/IEC 14496-12 (ISO BMFF), 14496-14 (`esds`) and 14496-15
-//! (`avcC`, `hvcC`). Decoder configuration records are copied into the sample
+//! Boxes follow ISO/IEC 14496-12 (ISO BMFF), 14496-14 (`esds`), 14496-15
+//! (`avcC`, `hvcC`) and "Encapsulation of Opus in ISO Base Media File Format"
+//! (`Opus`, `dOps`). Decoder configuration records are copied into the sample
 //! entries byte for byte.
 
 use bytes::Bytes;
 
 use super::boxes::BoxWriter;
-use crate::media::{AudioConfig, VideoCodec, VideoConfig};
+use crate::codec::opus;
+use crate::media::{AudioCodec, AudioConfig, VideoCodec, VideoConfig};
 
 pub const VIDEO_TRACK_ID: u32 = 1;
 pub const AUDIO_TRACK_ID: u32 = 2;
@@ -370,7 +372,10 @@ fn write_audio_trak(w: &mut BoxWriter, a: &AudioConfig) {
                     w.u16(0); // reserved
                 });
                 write_dinf(w);
-                write_stbl(w, |w| write_mp4a(w, a));
+                write_stbl(w, |w| match a.codec {
+                    AudioCodec::Aac => write_mp4a(w, a),
+                    AudioCodec::Opus => write_opus(w, a),
+                });
             });
         });
     });
@@ -394,6 +399,26 @@ fn write_mp4a(w: &mut BoxWriter, a: &AudioConfig) {
             0
         });
         w.full_box(b"esds", 0, 0, |w| w.bytes(&es_descriptor(&a.asc)));
+    });
+}
+
+/// `Opus` sample entry with its `dOps` (Opus in ISO BMFF 4.3.1, 4.3.2): channelcount
+/// = OutputChannelCount, samplesize 16, samplerate 48000 in 16.16. The `dOps`
+/// payload is the config's `asc` when that is a family-0 payload for its channel
+/// count, else one built for it (see [`opus::dops_for`]); its fields are big-endian,
+/// unlike those of the Ogg `OpusHead`.
+fn write_opus(w: &mut BoxWriter, a: &AudioConfig) {
+    let dops = opus::dops_for(a);
+    w.boxed(b"Opus", |w| {
+        w.zeros(6); // reserved
+        w.u16(1); // data_reference_index
+        w.zeros(8); // reserved
+        w.u16(u16::from(dops[1])); // channelcount = OutputChannelCount
+        w.u16(16); // samplesize
+        w.u16(0); // pre_defined
+        w.u16(0); // reserved
+        w.u32(opus::SAMPLE_RATE << 16);
+        w.boxed(b"dOps", |w| w.bytes(&dops));
     });
 }
 
@@ -606,6 +631,60 @@ mod tests {
         let boxes = walk(&init);
         assert!(find(&boxes, b"trak").is_empty());
         assert_eq!(find(&boxes, b"mvex").len(), 1);
+    }
+
+    #[test]
+    fn opus_sample_entry() {
+        let v = video(VideoCodec::H264);
+        let a = opus::config(2, 312);
+        let init = init_segment(Some(&v), Some(&a));
+        let boxes = walk(&init);
+        assert!(find(&boxes, b"mp4a").is_empty());
+        assert!(find(&boxes, b"esds").is_empty());
+        assert_eq!(be32(find(&boxes, b"mdhd")[1].payload(&init), 12), 48_000);
+        let hdlr = find(&boxes, b"hdlr");
+        assert_eq!(&hdlr[1].payload(&init)[8..12], b"soun");
+        let stsd = find(&boxes, b"stsd");
+        assert_eq!(be32(stsd[1].payload(&init), 4), 1, "one sample entry");
+
+        // The whole sample entry, byte for byte: 8 + 28 + dOps (8 + 11).
+        let entry = find(&boxes, b"Opus");
+        assert_eq!(entry.len(), 1);
+        assert_eq!(
+            entry[0].depth, 6,
+            "moov > trak > mdia > minf > stbl > stsd > Opus"
+        );
+        let bytes = &init[entry[0].start..entry[0].start + entry[0].size];
+        assert_eq!(
+            bytes,
+            &[
+                0, 0, 0, 55, b'O', b'p', b'u', b's', // size, type
+                0, 0, 0, 0, 0, 0, 0, 1, // reserved, data_reference_index
+                0, 0, 0, 0, 0, 0, 0, 0, // reserved
+                0, 2, 0, 16, // channelcount, samplesize
+                0, 0, 0, 0, // pre_defined, reserved
+                0xBB, 0x80, 0, 0, // samplerate 48000 << 16
+                0, 0, 0, 19, b'd', b'O', b'p', b's', // dOps: a Box, not a FullBox
+                0, 2, // Version, OutputChannelCount
+                0x01, 0x38, // PreSkip 312, big-endian
+                0, 0, 0xBB, 0x80, // InputSampleRate 48000
+                0, 0, // OutputGain
+                0, // ChannelMappingFamily
+            ][..]
+        );
+        assert_eq!(find(&boxes, b"dOps")[0].payload(&init), &a.asc[..]);
+
+        // Mono; and a config without a dOps payload gets one for its channels.
+        let mut mono = opus::config(1, 0);
+        mono.asc = Bytes::new();
+        let init = init_segment(None, Some(&mono));
+        let boxes = walk(&init);
+        let entry = find(&boxes, b"Opus")[0].payload(&init);
+        assert_eq!(&entry[16..18], &[0, 1], "channelcount");
+        assert_eq!(
+            find(&boxes, b"dOps")[0].payload(&init),
+            &[0, 1, 0, 0, 0, 0, 0xBB, 0x80, 0, 0, 0][..]
+        );
     }
 
     #[test]

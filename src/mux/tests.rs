@@ -73,7 +73,7 @@ fn walk_level(data: &[u8], mut pos: usize, end: usize, depth: usize, out: &mut V
             k if CONTAINERS.contains(&k) => Some(body),
             b"stsd" | b"dref" => Some(body + 8),
             b"avc1" | b"hvc1" => Some(body + 78),
-            b"mp4a" => Some(body + 28),
+            b"mp4a" | b"Opus" => Some(body + 28),
             _ => None,
         };
         if let Some(first) = children {
@@ -709,4 +709,196 @@ fn ts_audio_only_plays() {
     if have_ffprobe() {
         check_ts_with_ffprobe("aac_only.ts", &m, false, true);
     }
+}
+
+// ---------------------------------------------------------------- Opus
+
+/// The packets of an Ogg Opus file (RFC 7845), headers included: `OpusHead`,
+/// `OpusTags`, then one audio packet per entry.
+fn read_ogg_packets(file: &[u8]) -> Vec<Bytes> {
+    let mut packets = Vec::new();
+    let mut packet = Vec::new();
+    let mut pos = 0;
+    while pos < file.len() {
+        assert_eq!(&file[pos..pos + 4], b"OggS", "page at {pos}");
+        let segments = file[pos + 26] as usize;
+        let lacing = &file[pos + 27..pos + 27 + segments];
+        let mut body = pos + 27 + segments;
+        for &len in lacing {
+            packet.extend_from_slice(&file[body..body + len as usize]);
+            body += len as usize;
+            if len < 255 {
+                packets.push(Bytes::from(std::mem::take(&mut packet)));
+            }
+        }
+        pos = body;
+    }
+    packets
+}
+
+/// Audio packets and pre-skip of an Ogg Opus fixture.
+fn opus_fixture(name: &str) -> (Vec<Bytes>, u16) {
+    let mut packets = read_ogg_packets(&fixture(name));
+    assert_eq!(&packets[0][..8], b"OpusHead");
+    assert_eq!(&packets[1][..8], b"OpusTags");
+    // OpusHead is little-endian (dOps is big-endian).
+    let pre_skip = u16::from_le_bytes([packets[0][10], packets[0][11]]);
+    packets.drain(..2);
+    (packets, pre_skip)
+}
+
+fn opus_samples(packets: &[Bytes]) -> Vec<Sample> {
+    packets
+        .iter()
+        .map(|p| Sample {
+            duration: crate::codec::opus::packet_samples(p).unwrap(),
+            cts_offset: 0,
+            keyframe: true,
+            data: p.clone(),
+        })
+        .collect()
+}
+
+#[test]
+fn opus_fixture_reads() {
+    let (p20, pre_skip) = opus_fixture("opus_20ms.ogg");
+    assert_eq!(pre_skip, 312);
+    assert_eq!(p20.len(), 7);
+    assert!(opus_samples(&p20).iter().all(|s| s.duration == 960));
+    let (p40, _) = opus_fixture("opus_40ms.ogg");
+    assert_eq!(p40.len(), 4);
+    assert!(opus_samples(&p40).iter().all(|s| s.duration == 1_920));
+}
+
+/// Opus in fMP4: an init segment and two fragments, the first with 20 ms packets,
+/// the second with 40 ms ones (two encodings of the same sine, stereo), read back
+/// by ffprobe with every packet where it was put.
+#[test]
+fn opus_plays() {
+    let (p20, pre_skip) = opus_fixture("opus_20ms.ogg");
+    let (p40, _) = opus_fixture("opus_40ms.ogg");
+    let cfg = crate::codec::opus::config(2, pre_skip);
+    let (s20, s40) = (opus_samples(&p20), opus_samples(&p40));
+    let mut file = init_segment(None, Some(&cfg)).to_vec();
+    let mut base = 0u64;
+    let mut times = Vec::new();
+    for (seq, samples) in [(1, &s20), (2, &s40)] {
+        file.extend_from_slice(&fragment(
+            seq,
+            &[Run {
+                track_id: AUDIO_TRACK_ID,
+                base_decode_time: base,
+                samples,
+            }],
+        ));
+        for s in samples.iter() {
+            times.push(base);
+            base += s.duration as u64;
+        }
+    }
+    assert_eq!(base, 7 * 960 + 4 * 1_920);
+    if !have_ffprobe() {
+        return;
+    }
+    let f = TempFile::new("opus.mp4", &file);
+    let path = f.0.as_path();
+
+    let out = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-i"])
+        .arg(path)
+        .args(["-f", "null", "-"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let noise =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(noise.trim().is_empty(), "ffmpeg decode reported: {noise}");
+
+    let streams = probe_sections(
+        path,
+        "stream=codec_type,codec_name,codec_tag_string,sample_rate,channels,time_base,duration_ts,nb_read_frames",
+        &["-count_frames"],
+    );
+    assert_eq!(streams.len(), 1, "{streams:?}");
+    let s = &streams[0];
+    assert_eq!(get(s, "codec_type"), "audio");
+    assert_eq!(get(s, "codec_name"), "opus");
+    assert_eq!(get(s, "codec_tag_string"), "Opus");
+    assert_eq!(get(s, "sample_rate"), "48000");
+    assert_eq!(get(s, "channels"), "2");
+    assert_eq!(get(s, "time_base"), "1/48000");
+    assert_eq!(get(s, "nb_read_frames"), "11");
+    assert_eq!(
+        get(s, "duration_ts"),
+        base.to_string(),
+        "the sum of the durations"
+    );
+
+    // ffmpeg turns dOps into an OpusHead (little-endian): version 1, 2 channels,
+    // pre-skip 312 (0x0138), 48000 Hz. A byte-order slip would show here.
+    let extradata = run(Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_data",
+            "-show_entries",
+            "stream=extradata",
+        ])
+        .args(["-of", "json"])
+        .arg(path));
+    assert!(
+        extradata.contains("4f70 7573 4865 6164 0102 3801 80bb 0000"),
+        "{extradata}"
+    );
+
+    // Every packet at its decode time (48 kHz): 20 ms steps, then 40 ms ones.
+    let packets = probe_sections(path, "packet=dts", &[]);
+    let read: Vec<u64> = packets
+        .iter()
+        .map(|p| get(p, "dts").parse().unwrap())
+        .collect();
+    assert_eq!(read, times);
+}
+
+/// H.264 and Opus side by side in one fragment: both tracks found.
+#[test]
+fn h264_opus_probes() {
+    let flv = read_flv(&fixture("h264_aac.flv"));
+    let video_cfg = video_config(VideoCodec::H264, flv.video_record.clone().unwrap());
+    let (packets, pre_skip) = opus_fixture("opus_20ms.ogg");
+    let audio_cfg = crate::codec::opus::config(2, pre_skip);
+    let video = video_samples(&flv.video[..6]);
+    let audio = opus_samples(&packets);
+    let mut file = init_segment(Some(&video_cfg), Some(&audio_cfg)).to_vec();
+    file.extend_from_slice(&fragment(
+        1,
+        &[
+            Run {
+                track_id: VIDEO_TRACK_ID,
+                base_decode_time: 0,
+                samples: &video,
+            },
+            Run {
+                track_id: AUDIO_TRACK_ID,
+                base_decode_time: 0,
+                samples: &audio,
+            },
+        ],
+    ));
+    if !have_ffprobe() {
+        return;
+    }
+    let f = TempFile::new("h264_opus.mp4", &file);
+    let streams = probe_sections(
+        &f.0,
+        "stream=codec_type,codec_name,sample_rate,channels,nb_read_frames",
+        &["-count_frames"],
+    );
+    assert_eq!(streams.len(), 2, "{streams:?}");
+    assert_eq!(get(&streams[0], "codec_name"), "h264");
+    assert_eq!(get(&streams[0], "nb_read_frames"), "6");
+    assert_eq!(get(&streams[1], "codec_name"), "opus");
+    assert_eq!(get(&streams[1], "sample_rate"), "48000");
+    assert_eq!(get(&streams[1], "channels"), "2");
+    assert_eq!(get(&streams[1], "nb_read_frames"), "7");
 }

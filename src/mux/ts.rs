@@ -22,7 +22,8 @@
 //! - continuity counters per PID continue across segments, the PMT version changes
 //!   when the program's streams change.
 //!
-//! HEVC is not carried (Apple requires fMP4 for it): [`TsWriter::configure`] refuses it.
+//! HEVC is not carried (Apple requires fMP4 for it), nor is Opus (no ADTS, and HLS
+//! players expect it in fMP4): [`TsWriter::configure`] refuses both.
 
 use bytes::Bytes;
 
@@ -80,7 +81,7 @@ const NAL_AUD: u8 = 9;
 pub enum TsError {
     /// HEVC (fMP4 only) or an unusable avcC record.
     Video(String),
-    /// An AAC configuration ADTS cannot signal.
+    /// Opus (fMP4 only) or an AAC configuration ADTS cannot signal.
     Audio(String),
     /// Neither track.
     NoTracks,
@@ -139,7 +140,8 @@ pub struct TsWriter {
     stats: TsStats,
 }
 
-/// Can these tracks be carried in TS? (H.264 and/or AAC that ADTS can signal.)
+/// Can these tracks be carried in TS? (H.264 and/or AAC that ADTS can signal; not
+/// HEVC, not Opus.)
 pub fn supported(video: Option<&VideoConfig>, audio: Option<&AudioConfig>) -> Result<(), TsError> {
     if video.is_none() && audio.is_none() {
         return Err(TsError::NoTracks);
@@ -174,7 +176,12 @@ fn video_track(v: &VideoConfig) -> Result<VideoTrack, TsError> {
 }
 
 fn audio_track(a: &AudioConfig) -> Result<AudioTrack, TsError> {
-    let AudioCodec::Aac = a.codec;
+    match a.codec {
+        AudioCodec::Aac => {}
+        AudioCodec::Opus => {
+            return Err(TsError::Audio("Opus is carried in fMP4 only".into()));
+        }
+    }
     // HE-AAC (5, 29) is signalled as its AAC-LC core at the core rate; decoders find the
     // SBR/PS data in the frames (implicit signalling).
     let profile = match a.object_type {
@@ -940,6 +947,28 @@ mod tests {
         let mut bad = avc_config();
         bad.record = Bytes::from_static(&[1, 0x64]);
         assert!(supported(Some(&bad), None).is_err());
+    }
+
+    #[test]
+    fn opus_is_refused() {
+        let opus = crate::codec::opus::config(2, 312);
+        for video in [None, Some(avc_config())] {
+            let err = supported(video.as_ref(), Some(&opus)).unwrap_err();
+            assert_eq!(err, TsError::Audio("Opus is carried in fMP4 only".into()));
+            assert_eq!(
+                err.to_string(),
+                "no MPEG-TS for this audio: Opus is carried in fMP4 only"
+            );
+        }
+        // A configured writer that is given Opus stops writing.
+        let mut w = TsWriter::new();
+        w.configure(Some(&avc_config()), Some(&aac_config(48_000, 2)))
+            .unwrap();
+        assert!(w.configure(Some(&avc_config()), Some(&opus)).is_err());
+        assert!(!w.is_configured());
+        let mut out = Vec::new();
+        w.begin_segment(&mut out);
+        assert!(out.is_empty());
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! - `sweeper`: a per-worker timer that retires ended streams and their files.
 //! - `conf_check`: a configuration check that names a zone used but never defined.
 //! - `edge`: the `hls_live_edge` handler (a vid edge: coalesced, woken origin fetches).
+//! - `whip`: the `hls_live_whip` handler (WebRTC ingest: signalling, per-worker UDP).
 #![allow(clippy::missing_safety_doc)]
 
 /// Defines the exported module `$name` of `$type_` from the calling file's `CTX` and
@@ -46,6 +47,7 @@ mod sweeper;
 mod timer;
 mod vars;
 mod wait;
+mod whip;
 mod zone;
 
 use core::ffi::c_char;
@@ -55,25 +57,28 @@ use nginx_sys::{ngx_msec_t, ngx_uint_t};
 pub use edge::ngx_http_vid_edge_module;
 pub use http::ngx_http_vid_module;
 pub use stream::ngx_stream_vid_module;
+pub use whip::ngx_http_vid_whip_module;
 
 // The module table nginx reads from a dynamic module: our two modules, in order.
 #[no_mangle]
 #[allow(non_upper_case_globals)]
-pub static mut ngx_modules: [*const nginx_sys::ngx_module_t; 5] = [
+pub static mut ngx_modules: [*const nginx_sys::ngx_module_t; 6] = [
     &raw const ngx_stream_vid_module,
     &raw const ngx_http_vid_module,
     &raw const conf_check::ngx_vid_core_module,
     &raw const ngx_http_vid_edge_module,
+    &raw const ngx_http_vid_whip_module,
     core::ptr::null(),
 ];
 
 #[no_mangle]
 #[allow(non_upper_case_globals)]
-pub static mut ngx_module_names: [*const c_char; 5] = [
+pub static mut ngx_module_names: [*const c_char; 6] = [
     c"ngx_stream_vid_module".as_ptr(),
     c"ngx_http_vid_module".as_ptr(),
     c"ngx_vid_core_module".as_ptr(),
     c"ngx_http_vid_edge_module".as_ptr(),
+    c"ngx_http_vid_whip_module".as_ptr(),
     core::ptr::null(),
 ];
 

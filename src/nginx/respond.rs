@@ -190,6 +190,17 @@ pub(super) unsafe fn send_text(
     body: &[u8],
     max_age: u32,
 ) -> ngx_int_t {
+    send_text_status(r, NGX_HTTP_OK, content_type, body, max_age)
+}
+
+/// [`send_text`] with another status than 200 (e.g. 201 with a body).
+pub(super) unsafe fn send_text_status(
+    r: *mut ngx_http_request_t,
+    status: u32,
+    content_type: &'static str,
+    body: &[u8],
+    max_age: u32,
+) -> ngx_int_t {
     // The body's buffer first, as nginx's own handlers do: a failed allocation is a 500,
     // not a response cut short after its header.
     let b = ngx_create_temp_buf((*r).pool, body.len().max(1));
@@ -198,7 +209,7 @@ pub(super) unsafe fn send_text(
     }
     ptr::copy_nonoverlapping(body.as_ptr(), (*b).last, body.len());
     (*b).last = (*b).last.add(body.len());
-    (*r).headers_out.status = NGX_HTTP_OK as ngx_uint_t;
+    (*r).headers_out.status = status as ngx_uint_t;
     (*r).headers_out.content_length_n = body.len() as i64;
     set_content_type(r, content_type);
     set_cache_control(r, max_age);

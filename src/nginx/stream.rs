@@ -451,11 +451,10 @@ unsafe fn session_of(c: *mut ngx_connection_t) -> *mut Session {
     *(*s).ctx.add(ngx_stream_vid_module.ctx_index) as *mut Session
 }
 
-unsafe extern "C" fn handler(s: *mut ngx_stream_session_t) {
-    let c = (*s).connection;
-    let conf = &*(*(*s).srv_conf.add(ngx_stream_vid_module.ctx_index) as *const SrvConf);
+/// The ingest settings of a `rtmp_live` server.
+unsafe fn ingest_config(conf: &SrvConf) -> IngestConfig {
     let path = String::from_utf8_lossy(conf.path.as_bytes()).into_owned();
-    let cfg = IngestConfig {
+    IngestConfig {
         root: path.into(),
         segment_target_ms: conf.segment as u32,
         part_target_ms: conf.part as u32,
@@ -474,7 +473,41 @@ unsafe extern "C" fn handler(s: *mut ngx_stream_session_t) {
         publish_secrets: crate::auth::publish::Secrets(super::auth::secrets(conf.secrets)),
         publish_callback: !conf.on_publish.is_null(),
         record: conf.record.config(),
-    };
+    }
+}
+
+/// The ingest settings of the first `rtmp_live ZONE` server of the running configuration
+/// for `zone` (WHIP publishes use them too), and its `rtmp_live_timeout`.
+pub(super) unsafe fn ingest_config_for(
+    zone: *mut ngx_shm_zone_t,
+) -> Option<(IngestConfig, ngx_msec_t)> {
+    let cycle = nginx_sys::ngx_cycle;
+    // SAFETY: the running cycle's configuration; its stream{} context, when there is one,
+    // holds the core module's main configuration with the list of servers.
+    let ctx =
+        *(*cycle).conf_ctx.add(nginx_sys::ngx_stream_module.index) as *mut ngx_stream_conf_ctx_t;
+    if ctx.is_null() {
+        return None;
+    }
+    let cmcf = *(*ctx).main_conf.add(ngx_stream_core_module.ctx_index)
+        as *mut nginx_sys::ngx_stream_core_main_conf_t;
+    for &cscf in (*cmcf)
+        .servers
+        .as_slice::<*mut ngx_stream_core_srv_conf_t>()
+    {
+        let conf =
+            &*(*(*(*cscf).ctx).srv_conf.add(ngx_stream_vid_module.ctx_index) as *const SrvConf);
+        if conf.zone == zone {
+            return Some((ingest_config(conf), conf.timeout));
+        }
+    }
+    None
+}
+
+unsafe extern "C" fn handler(s: *mut ngx_stream_session_t) {
+    let c = (*s).connection;
+    let conf = &*(*(*s).srv_conf.add(ngx_stream_vid_module.ctx_index) as *const SrvConf);
+    let cfg = ingest_config(conf);
     let cln = ngx_pool_cleanup_add((*c).pool, 0);
     if cln.is_null() {
         ngx_stream_finalize_session(s, NGX_STREAM_INTERNAL_SERVER_ERROR as ngx_uint_t);

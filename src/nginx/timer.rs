@@ -48,6 +48,35 @@ impl WorkerEvent {
         }
     }
 
+    /// Run `handler` in `ms`, replacing a timer already set (to move it earlier or later).
+    pub fn rearm(
+        &self,
+        handler: unsafe extern "C" fn(*mut ngx_event_t),
+        ms: ngx_msec_t,
+        cancelable: bool,
+    ) {
+        let ev = self.ev(handler);
+        // SAFETY: see `ev`; nginx's timer tree holds the stable boxed address.
+        unsafe {
+            (*ev).set_cancelable(cancelable as _);
+            if (*ev).timer_set() != 0 {
+                nginx_sys::ngx_del_timer(ev);
+            }
+            nginx_sys::ngx_add_timer(ev, ms);
+        }
+    }
+
+    /// Stop the timer, if set.
+    pub fn disarm(&self) {
+        let ev = self.0.get();
+        // SAFETY: see `ev`.
+        unsafe {
+            if (*ev).timer_set() != 0 {
+                nginx_sys::ngx_del_timer(ev);
+            }
+        }
+    }
+
     /// Run `handler` right after the current event (once, however often posted).
     pub fn post(&self, handler: unsafe extern "C" fn(*mut ngx_event_t)) {
         let ev = self.ev(handler);

@@ -979,6 +979,48 @@ fn multivariant_rules() {
 }
 
 #[test]
+fn opus_stream_is_listed_with_its_codec_and_without_ts() {
+    // Audio-only Opus (20 ms packets) with TS asked for: CODECS "opus", fMP4 only.
+    let mut slots = vec![StreamIndex::ZERO];
+    let c = Table::new(&mut slots)
+        .claim("o", "/tmp/o", &StreamSettings::default(), 1, 0)
+        .unwrap();
+    let cfg = SegmenterConfig {
+        ts: true,
+        ..SegmenterConfig::default()
+    };
+    let mut seg = Segmenter::new(cfg, SizeMuxer, c.first_msn, c.first_init_version, false);
+    let mut out = Vec::new();
+    seg.audio_config(crate::codec::opus::config(2, 312), &mut out);
+    for k in 0..300i64 {
+        let mut packet = vec![0u8; 100];
+        packet[0] = 0xFC; // CELT FB 20 ms, stereo, one frame
+        seg.push(
+            Frame {
+                kind: TrackKind::Audio,
+                dts_ms: k * 20,
+                cts_ms: 0,
+                keyframe: true,
+                data: Bytes::from(packet),
+            },
+            k,
+            &mut out,
+        );
+    }
+    for o in &out {
+        slots[0].apply(o, 0);
+    }
+    let idx = &slots[0];
+    assert_eq!(idx.audio_codec(), "opus");
+    assert_eq!(idx.part_target_ms(), 200);
+    assert!(idx.segments().count() >= 2);
+    assert!(!idx.has_ts());
+    let p = parse(&multivariant_playlist(idx, "index.m3u8"));
+    let (a, _) = &p.stream_inf[0];
+    assert_eq!(a["CODECS"], "opus");
+}
+
+#[test]
 fn decimals_are_three_digits() {
     assert_eq!(secs3(2_000_000), "2.000");
     assert_eq!(secs3(200_000), "0.200");

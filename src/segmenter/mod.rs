@@ -5,10 +5,11 @@
 //! [`Output::Part`]s, each [`Output::Segment`] right after its last part.
 //!
 //! MPEG-TS (`SegmenterConfig::ts`): while the tracks of the current init section can be
-//! carried in TS (H.264 and/or AAC; not HEVC), every segment is also written as one TS
-//! file from exactly the same samples and cut points, and [`Output::TsSegment`] comes
-//! right *before* the [`Output::Segment`] of the same msn (so a store that lists the
-//! segment already has its TS file). There are no TS parts.
+//! carried in TS (H.264 and/or AAC; not HEVC, not Opus), every segment is also written
+//! as one TS file from exactly the same samples and cut points, and
+//! [`Output::TsSegment`] comes right *before* the [`Output::Segment`] of the same msn (so
+//! a store that lists the segment already has its TS file). There are no TS parts. With
+//! HEVC or Opus the stream is served in fMP4 only.
 //!
 //! Timeline
 //! - Video decode time is in 90 kHz, taken from the RTMP dts (ms) relative to the first
@@ -19,7 +20,10 @@
 //!   at the first audio frame's dts. When the count drifts more than
 //!   [`AUDIO_DRIFT_FRAMES`] frames ahead of the RTMP timestamps (a gap in the audio) it is
 //!   re-anchored forward; when it drifts as far behind, the frame is dropped. Both are
-//!   counted in [`SegmenterStats`].
+//!   counted in [`SegmenterStats`]. Opus packets vary in duration (2.5 to 120 ms): each
+//!   counts the samples its TOC byte announces ([`crate::codec::opus::packet_samples`];
+//!   `frame_samples` when it cannot be read), always at 48 kHz, and the drift tolerance
+//!   is that many frames of the nominal or the packet's duration, whichever is longer.
 //! - Timestamps of the leading track (video, or audio for audio-only streams) that jump
 //!   back by more than [`BACKWARD_RESET_MS`] or forward by more than [`FORWARD_RESET_MS`]
 //!   are treated as a reset of the publisher's clock: the timeline continues right after
@@ -36,6 +40,9 @@
 //! the next frame shows that the held frame would end past it (jitter, a timestamp gap),
 //! the part is cut before the held frame; a gap longer than the part target after the
 //! first frame of a part is shortened (the timeline continues, as for a clock reset).
+//! Audio-led, an Opus packet longer than the nominal frame that would end past
+//! PART-TARGET starts the next part, and PART-TARGET is at least 120 ms (the longest
+//! packet) so that one packet always fits.
 //!
 //! Segments (video-led; audio-led for audio-only streams): a new segment starts at a
 //! keyframe (H.264 IDR, H.265 IRAP including CRA) once `elapsed + 50 ms ≥
@@ -62,7 +69,8 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-use crate::media::{AudioConfig, Frame, TrackKind, VideoCodec, VideoConfig};
+use crate::codec::opus;
+use crate::media::{AudioCodec, AudioConfig, Frame, TrackKind, VideoCodec, VideoConfig};
 use crate::mux::fmp4::{Run, Sample, AUDIO_TRACK_ID, VIDEO_TIMESCALE, VIDEO_TRACK_ID};
 use crate::mux::ts::{TsStats, TsWriter};
 
@@ -245,6 +253,8 @@ struct QueuedAudio {
     ms: i64,
     /// Decode time in sample-rate units.
     t: u64,
+    /// Duration in sample-rate units: `frame_samples`, or an Opus packet's own.
+    dur: u64,
     data: Bytes,
 }
 
@@ -477,7 +487,13 @@ impl<M: Muxer> Segmenter<M> {
         }
     }
 
-    pub fn audio_config(&mut self, cfg: AudioConfig, out: &mut Vec<Output>) {
+    /// The audio track's configuration. An Opus config is taken at 48 kHz whatever its
+    /// `sample_rate` says (RFC 7587: Opus runs on a 48 kHz clock, and packet durations
+    /// are counted in 48 kHz samples).
+    pub fn audio_config(&mut self, mut cfg: AudioConfig, out: &mut Vec<Output>) {
+        if cfg.codec == AudioCodec::Opus {
+            cfg.sample_rate = opus::SAMPLE_RATE;
+        }
         if self.finished || self.audio_cfg.as_ref() == Some(&cfg) {
             return;
         }
@@ -648,8 +664,10 @@ impl<M: Muxer> Segmenter<M> {
         let audio_changed = self
             .init_audio
             .as_ref()
-            .map(|a| (a.sample_rate, a.frame_samples))
-            != audio.as_ref().map(|a| (a.sample_rate, a.frame_samples));
+            .map(|a| (a.codec, a.sample_rate, a.frame_samples))
+            != audio
+                .as_ref()
+                .map(|a| (a.codec, a.sample_rate, a.frame_samples));
         if audio_changed {
             // A new audio clock: re-anchor at the next audio frame.
             self.audio_next = None;
@@ -700,7 +718,12 @@ impl<M: Muxer> Segmenter<M> {
             .cfg
             .segment_target_ms
             .min(self.target_duration_s().saturating_mul(1_000));
-        let part_cfg = self.cfg.part_target_ms.min(seg_ms);
+        let mut part_cfg = self.cfg.part_target_ms;
+        if self.leader == Leader::Audio && self.audio_is_opus() {
+            // A part holds at least one packet, and an Opus packet lasts up to 120 ms.
+            part_cfg = part_cfg.max(opus::MAX_PACKET_SAMPLES * 1_000 / opus::SAMPLE_RATE);
+        }
+        let part_cfg = part_cfg.min(seg_ms);
         let cfg_ms = part_cfg as f64;
         let (pt_ms, cut) = match frame_ticks {
             Some(fd) => {
@@ -755,6 +778,23 @@ impl<M: Muxer> Segmenter<M> {
             .map(|a| a.frame_samples as u64)
             .filter(|n| *n > 0)
             .unwrap_or(1_024)
+    }
+
+    fn audio_is_opus(&self) -> bool {
+        self.init_audio
+            .as_ref()
+            .is_some_and(|a| a.codec == AudioCodec::Opus)
+    }
+
+    /// Duration of one audio frame of the current init section in sample-rate units:
+    /// an Opus packet's own (from its TOC byte), else `frame_samples`.
+    fn audio_frame_duration(&self, data: &[u8]) -> u64 {
+        if self.audio_is_opus() {
+            if let Some(n) = opus::packet_samples(data) {
+                return u64::from(n);
+            }
+        }
+        self.audio_frame_samples()
     }
 
     fn default_video_ticks(&self) -> u64 {
@@ -944,6 +984,7 @@ impl<M: Muxer> Segmenter<M> {
         }
         let rate = self.audio_rate() as i64;
         let fs = self.audio_frame_samples() as i64;
+        let mut dur = self.audio_frame_duration(&f.data);
         let ms = if self.leader == Leader::Audio {
             self.leader_ms(f.dts_ms)
         } else {
@@ -961,7 +1002,7 @@ impl<M: Muxer> Segmenter<M> {
             }
             Some(next) => {
                 let expected_ms = (next as i128 * 1_000 / rate as i128) as i64;
-                let frame_ms = (fs * 1_000 / rate).max(1);
+                let frame_ms = (fs.max(dur as i64) * 1_000 / rate).max(1);
                 let drift = ms.saturating_sub(expected_ms);
                 if drift > AUDIO_DRIFT_FRAMES * frame_ms {
                     self.stats.audio_reanchors += 1;
@@ -975,7 +1016,7 @@ impl<M: Muxer> Segmenter<M> {
                 }
             }
         };
-        self.audio_next = Some(t + fs as u64);
+        self.audio_next = Some(t + dur);
         if self.leader == Leader::Audio {
             if let Some(end) = reanchored_from.filter(|e| t > *e) {
                 // A gap in an audio-only stream: the segment ends where its audio
@@ -996,22 +1037,29 @@ impl<M: Muxer> Segmenter<M> {
                     self.emit_init(None, a, out);
                     self.seg_discontinuity = true;
                     if self.audio_next.is_none() {
-                        // New sample rate: restart the audio clock at this frame.
+                        // New audio clock: restart it at this frame.
                         let t = (ms.max(0) as i128 * self.audio_rate() as i128 / 1_000) as u64;
-                        self.audio_next = Some(t + self.audio_frame_samples());
+                        dur = self.audio_frame_duration(&f.data);
+                        self.audio_next = Some(t + dur);
                         self.open_segment(t, true);
-                        self.queue_audio(ms, t, f.data);
+                        self.queue_audio(ms, t, dur, f.data);
                         return;
                     }
                 }
                 self.open_segment(t, true);
             } else if self.part_due(part_elapsed) {
                 self.part_boundary(t, true, out);
+            } else if t > self.part_start && part_elapsed + dur > self.pt_adv_ticks() {
+                // A packet longer than the nominal frame (Opus) would end past the part
+                // target: it starts the next part. (Never with fixed-size frames: the
+                // part is due first.)
+                self.stats.early_part_cuts += 1;
+                self.part_boundary(t, true, out);
             }
-            self.queue_audio(ms, t, f.data);
+            self.queue_audio(ms, t, dur, f.data);
             self.check_bounds(t);
         } else {
-            self.queue_audio(ms, t, f.data);
+            self.queue_audio(ms, t, dur, f.data);
             // Video stalled: keep the audio queue bounded.
             while let (Some(a), Some(b)) = (self.audio_q.front(), self.audio_q.back()) {
                 if b.ms - a.ms <= MAX_AUDIO_QUEUE_MS {
@@ -1025,9 +1073,9 @@ impl<M: Muxer> Segmenter<M> {
         }
     }
 
-    fn queue_audio(&mut self, ms: i64, t: u64, data: Bytes) {
+    fn queue_audio(&mut self, ms: i64, t: u64, dur: u64, data: Bytes) {
         self.part_bytes += data.len();
-        self.audio_q.push_back(QueuedAudio { ms, t, data });
+        self.audio_q.push_back(QueuedAudio { ms, t, dur, data });
     }
 
     fn append_video(&mut self, h: Held, dur: u64) {
@@ -1128,7 +1176,6 @@ impl<M: Muxer> Segmenter<M> {
         } else {
             self.audio_q.len()
         };
-        let fs = self.audio_frame_samples();
         let queued: Vec<QueuedAudio> = self.audio_q.drain(..take_audio).collect();
         let next_t = self.audio_q.front().map(|a| a.t);
         let mut audio = Vec::with_capacity(queued.len());
@@ -1136,7 +1183,7 @@ impl<M: Muxer> Segmenter<M> {
             let following = queued.get(i + 1).map(|n| n.t).or(next_t);
             let dur = match following {
                 Some(n) if n > a.t => n - a.t,
-                _ => fs,
+                _ => a.dur,
             };
             audio.push(Sample {
                 duration: dur.min(u32::MAX as u64) as u32,

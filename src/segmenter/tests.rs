@@ -1626,3 +1626,278 @@ fn fresh_stream_first_segment_is_short() {
     seg.shorten_first_segment();
     assert!(!seg.short_first);
 }
+
+// ---------------------------------------------------------------- Opus
+
+/// TOC bytes: 20 ms (CELT FB, stereo, one frame), 40 ms (two such frames, code 1),
+/// 60 ms (SILK NB 60 ms, stereo, one frame), 10 ms (CELT FB 10 ms).
+const OPUS_20: u8 = 0xFC;
+const OPUS_40: u8 = 0xFD;
+const OPUS_60: u8 = 0x1C;
+const OPUS_10: u8 = 0xF4;
+
+fn opus_ms(toc: u8) -> i64 {
+    crate::codec::opus::packet_samples(&[toc, 0, 0]).unwrap() as i64 / 48
+}
+
+/// An Opus packet: the TOC byte, then the id (as [`ids`] reads it; 8 bytes, so that a
+/// code 1 packet splits evenly).
+fn opus_packet(i: u64, dts_ms: i64, toc: u8) -> Frame {
+    let mut d = vec![toc];
+    d.extend_from_slice(&i.to_be_bytes());
+    Frame {
+        kind: TrackKind::Audio,
+        dts_ms,
+        cts_ms: 0,
+        keyframe: true,
+        data: Bytes::from(d),
+    }
+}
+
+/// Opus packets back to back from `t0` for at least `secs` seconds, cycling through
+/// `tocs`, each stamped with its start (ms); also their durations in samples.
+fn opus_timeline(tocs: &[u8], secs: i64, t0: i64) -> (Vec<Frame>, Vec<u32>) {
+    let (mut frames, mut durs) = (Vec::new(), Vec::new());
+    let mut ms = 0;
+    for (i, &toc) in tocs.iter().cycle().enumerate() {
+        if ms >= secs * 1_000 {
+            break;
+        }
+        frames.push(opus_packet(i as u64, t0 + ms, toc));
+        durs.push(opus_ms(toc) as u32 * 48);
+        ms += opus_ms(toc);
+    }
+    (frames, durs)
+}
+
+/// Interleaves by dts, audio first on ties.
+fn interleave(mut frames: Vec<Frame>) -> Vec<Frame> {
+    frames.sort_by_key(|f| (f.dts_ms, f.kind == TrackKind::Video));
+    frames
+}
+
+const MIXED: [u8; 7] = [
+    OPUS_20, OPUS_20, OPUS_40, OPUS_20, OPUS_40, OPUS_40, OPUS_20,
+];
+
+#[test]
+fn opus_sample_durations_follow_each_packet() {
+    let (opus, durs) = opus_timeline(&MIXED, 6, 1_000);
+    let n = opus.len() as u64;
+    let mut frames = timeline(Some((30, 1)), 30, None, 6, 1_000, false);
+    frames.extend(opus);
+    let r = run(
+        SegmenterConfig::default(),
+        Some(vcfg(1)),
+        Some(crate::codec::opus::config(2, 312)),
+        interleave(frames),
+    );
+    check(&r, 200);
+    let st = r.seg.stats();
+    assert_eq!((st.audio_reanchors, st.audio_dropped_drift), (0, 0));
+    // Every packet, in order, lasting what its TOC says; each fragment's audio run
+    // starts (tfdt) where the previous one ended.
+    let (end, aus) = check_contiguous(&r, AUDIO_TRACK_ID);
+    assert_eq!(ids(&aus), (0..n).collect::<Vec<_>>());
+    let got: Vec<u32> = aus.iter().map(|s| s.duration).collect();
+    assert_eq!(got, durs);
+    let frags = r.rec.fragments.borrow();
+    let runs: Vec<&RecRun> = frags
+        .iter()
+        .flat_map(|f| &f.runs)
+        .filter(|r| r.track == AUDIO_TRACK_ID)
+        .collect();
+    assert_eq!(runs[0].base, 0, "audio starts with the video");
+    assert_eq!(end, durs.iter().map(|&d| d as u64).sum::<u64>());
+    for w in runs.windows(2) {
+        let sum: u64 = w[0].samples.iter().map(|s| s.duration as u64).sum();
+        assert_eq!(
+            w[1].base,
+            w[0].base + sum,
+            "tfdt = previous tfdt + trun durations"
+        );
+    }
+    assert!(
+        runs.iter().any(|r| {
+            let d: Vec<u32> = r.samples.iter().map(|s| s.duration).collect();
+            d.contains(&960) && d.contains(&1_920)
+        }),
+        "fragments mix 20 and 40 ms packets"
+    );
+    // Decode time follows the packets' timestamps: 48 samples a millisecond.
+    assert_eq!(runs.last().unwrap().base % 48, 0);
+}
+
+#[test]
+fn opus_audio_only_parts_stay_within_the_part_target() {
+    // Packets of 10 to 60 ms: a packet that would end past PART-TARGET starts the
+    // next part.
+    let tocs = [
+        OPUS_20, OPUS_60, OPUS_10, OPUS_40, OPUS_60, OPUS_60, OPUS_20,
+    ];
+    let (frames, durs) = opus_timeline(&tocs, 7, 0);
+    let n = frames.len() as u64;
+    let r = run(
+        SegmenterConfig::default(),
+        None,
+        Some(crate::codec::opus::config(2, 0)),
+        frames,
+    );
+    let segs = check(&r, 200);
+    assert!(segs.len() >= 3);
+    let Some(Output::Init { part_target_ms, .. }) = r.out.first() else {
+        panic!("no init");
+    };
+    assert_eq!(*part_target_ms, 200, "ten 20 ms packets");
+    assert!(r.seg.stats().early_part_cuts > 0);
+    for s in &segs {
+        assert!(s.parts.iter().all(|p| p.0 <= 200_000 && p.1));
+    }
+    let (end, aus) = check_contiguous(&r, AUDIO_TRACK_ID);
+    assert_eq!(ids(&aus), (0..n).collect::<Vec<_>>());
+    assert_eq!(
+        aus.iter().map(|s| s.duration).collect::<Vec<_>>(),
+        durs,
+        "every packet its own duration"
+    );
+    assert_eq!(end, durs.iter().map(|&d| d as u64).sum::<u64>());
+    let total_us: u64 = segs.iter().map(|s| s.duration_us).sum();
+    assert_eq!(total_us, end * 1_000 / 48);
+}
+
+#[test]
+fn opus_packets_longer_than_a_small_part_target() {
+    // 120 ms packets (code 3, two 60 ms frames) with a 50 ms part target: PART-TARGET
+    // becomes 120 ms so that a packet fits in a part.
+    let mut frames = Vec::new();
+    for i in 0..40u64 {
+        let toc = if i % 3 == 0 { OPUS_20 } else { 0x1F };
+        let mut f = opus_packet(i, 0, toc);
+        let mut d = f.data.to_vec();
+        d.insert(1, 2); // M = 2 (ignored by a code 0 packet's duration)
+        f.data = Bytes::from(d);
+        frames.push(f);
+    }
+    let mut ms = 0;
+    for f in &mut frames {
+        f.dts_ms = ms;
+        ms += crate::codec::opus::packet_samples(&f.data).unwrap() as i64 / 48;
+    }
+    let cfg = SegmenterConfig {
+        part_target_ms: 50,
+        segment_target_ms: 1_000,
+        ts: false,
+    };
+    let r = run(cfg, None, Some(crate::codec::opus::config(1, 0)), frames);
+    let Some(Output::Init { part_target_ms, .. }) = r.out.first() else {
+        panic!("no init");
+    };
+    assert_eq!(*part_target_ms, 120);
+    check(&r, 50);
+    let (end, aus) = check_contiguous(&r, AUDIO_TRACK_ID);
+    assert_eq!(aus.len(), 40);
+    assert_eq!(end, ms as u64 * 48);
+}
+
+#[test]
+fn opus_gap_in_an_audio_only_stream() {
+    // 400 ms without packets (DTX, packet loss): re-anchored, the segment ends where
+    // the audio ends and the next one starts after the gap.
+    let (mut frames, _) = opus_timeline(&[OPUS_20], 6, 0);
+    frames.retain(|f| !(3_000..3_400).contains(&f.dts_ms));
+    let r = run(
+        SegmenterConfig::default(),
+        None,
+        Some(crate::codec::opus::config(2, 0)),
+        frames,
+    );
+    assert_eq!(r.seg.stats().audio_reanchors, 1);
+    // (Not `check`: the PDT steps over the gap.)
+    let segs: Vec<(i64, u64)> = r
+        .out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Segment {
+                program_date_time_ms,
+                duration_us,
+                ..
+            } => Some((*program_date_time_ms, *duration_us)),
+            _ => None,
+        })
+        .collect();
+    let pdt0 = segs[0].0;
+    let i = segs
+        .iter()
+        .position(|(pdt, d)| pdt - pdt0 + (*d / 1_000) as i64 == 3_000)
+        .expect("a segment ends where the audio stops");
+    assert_eq!(segs[i + 1].0 - pdt0, 3_400, "the next starts after the gap");
+    let frags = r.rec.fragments.borrow();
+    let runs: Vec<&RecRun> = frags
+        .iter()
+        .flat_map(|f| &f.runs)
+        .filter(|r| r.track == AUDIO_TRACK_ID)
+        .collect();
+    assert!(runs
+        .iter()
+        .all(|r| r.samples.iter().all(|s| s.duration == 960)));
+    assert!(runs.iter().any(|r| r.base == 3_400 * 48), "after the gap");
+}
+
+#[test]
+fn opus_with_ts_on_serves_fmp4_only() {
+    let (opus, _) = opus_timeline(&MIXED, 5, 0);
+    let mut frames = timeline(Some((30, 1)), 30, None, 5, 0, false);
+    frames.extend(opus);
+    // A sample rate other than 48 kHz in an Opus config is taken as 48 kHz.
+    let mut opus_cfg = crate::codec::opus::config(2, 312);
+    opus_cfg.sample_rate = 16_000;
+    let r = run(
+        ts_cfg(),
+        Some(ts_vcfg()),
+        Some(opus_cfg),
+        interleave(frames),
+    );
+    assert!(!r.seg.ts_active());
+    assert!(ts_segments(&r.out).is_empty(), "no TS segment");
+    assert_eq!(r.seg.ts_stats(), ts::TsStats::default());
+    let segs = check(&r, 200);
+    assert!(segs.len() >= 2, "fMP4 segments");
+    let Some(Output::Init { audio, .. }) = r.out.first() else {
+        panic!("no init");
+    };
+    assert_eq!(audio.as_ref().unwrap().sample_rate, 48_000);
+    let (_, aus) = check_contiguous(&r, AUDIO_TRACK_ID);
+    assert!(!aus.is_empty());
+
+    // The same with H.264 + AAC first, then Opus: TS stops at the new init section.
+    let rec = RecMuxer::default();
+    let mut seg = Segmenter::new(ts_cfg(), rec.clone(), 0, 1, false);
+    let mut out = Vec::new();
+    seg.video_config(ts_vcfg(), &mut out);
+    seg.audio_config(acfg(48_000), &mut out);
+    let mut switched = false;
+    for f in timeline(Some((30, 1)), 30, Some(48_000), 8, 0, false) {
+        if f.dts_ms >= 4_000 && !switched {
+            seg.audio_config(crate::codec::opus::config(2, 312), &mut out);
+            switched = true;
+        }
+        let f = if f.kind == TrackKind::Audio && switched {
+            opus_packet(0, f.dts_ms, OPUS_20)
+        } else {
+            f
+        };
+        seg.push(f, 0, &mut out);
+    }
+    seg.finish(&mut out);
+    assert!(!seg.ts_active());
+    let r = Run_ { seg, rec, out };
+    let segs = check(&r, 200);
+    let with_ts: Vec<u64> = ts_segments(&r.out).iter().map(|t| t.0).collect();
+    let aac: Vec<u64> = segs
+        .iter()
+        .filter(|s| s.init_version == 1)
+        .map(|s| s.msn)
+        .collect();
+    assert_eq!(with_ts, aac);
+    assert!(segs.len() > aac.len(), "fMP4 goes on with Opus");
+}
