@@ -435,7 +435,27 @@ pub struct Origin {
     pub render_hits: u64,
     pub render_misses: u64,
     pub held_per_worker: [i64; MAX_WORKERS],
+    pub whip: Whip,
 }
+
+/// WHIP (WebRTC ingest) sessions.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Whip {
+    /// Offers answered (sessions started).
+    pub answered: u64,
+    /// Offers refused (4xx/5xx).
+    pub refused: u64,
+    /// Sessions ended, by reason ([`crate::whip::Closed::index`]).
+    pub closed: [u64; WHIP_CLOSE_REASONS],
+    /// Datagrams that belonged to no session.
+    pub strays: u64,
+    /// Sessions open in each worker.
+    pub active_per_worker: [i64; MAX_WORKERS],
+}
+
+/// Reasons a WHIP session ends, as [`crate::whip::Closed::LABELS`] names them.
+pub const WHIP_CLOSE_REASONS: usize = 5;
 
 /// The whole shared table.
 #[repr(C)]
@@ -454,6 +474,13 @@ impl Table {
             render_hits: 0,
             render_misses: 0,
             held_per_worker: [0; MAX_WORKERS],
+            whip: Whip {
+                answered: 0,
+                refused: 0,
+                closed: [0; WHIP_CLOSE_REASONS],
+                strays: 0,
+                active_per_worker: [0; MAX_WORKERS],
+            },
         },
         overflow: StreamCounters::ZERO,
         streams: [StreamCounters::ZERO; MAX_STREAMS],
@@ -575,6 +602,33 @@ impl Table {
         s.held_now = (s.held_now + delta).max(0);
         if let Some(w) = self.origin.held_per_worker.get_mut(worker) {
             *w = (*w + delta).max(0);
+        }
+    }
+
+    /// A WHIP offer was answered by `worker`: one more session open there.
+    pub fn whip_answered(&mut self, worker: usize) {
+        self.origin.whip.answered += 1;
+        if let Some(w) = self.origin.whip.active_per_worker.get_mut(worker) {
+            *w += 1;
+        }
+    }
+
+    /// A WHIP session of `worker` ended for reason `reason` (an index below
+    /// [`WHIP_CLOSE_REASONS`]).
+    pub fn whip_closed(&mut self, worker: usize, reason: usize) {
+        if let Some(c) = self.origin.whip.closed.get_mut(reason) {
+            *c += 1;
+        }
+        if let Some(w) = self.origin.whip.active_per_worker.get_mut(worker) {
+            *w = (*w - 1).max(0);
+        }
+    }
+
+    /// A worker starts: it has no WHIP session (a previous worker in its slot may have
+    /// died with some).
+    pub fn whip_worker_started(&mut self, worker: usize) {
+        if let Some(w) = self.origin.whip.active_per_worker.get_mut(worker) {
+            *w = 0;
         }
     }
 

@@ -206,6 +206,47 @@ pub fn render(t: &Table, now_ms: i64, zone: Option<ZoneSlots>, workers: usize) -
             t.origin.rtmp_refusals[r as usize],
         );
     }
+    let w = &t.origin.whip;
+    o.family(
+        "vid_whip_sessions_total",
+        "counter",
+        "WHIP (WebRTC) offers answered: sessions started.",
+    );
+    o.sample("vid_whip_sessions_total", &[], w.answered);
+    o.family(
+        "vid_whip_refusals_total",
+        "counter",
+        "WHIP offers refused (malformed, unsupported, unauthorized, key live, no room).",
+    );
+    o.sample("vid_whip_refusals_total", &[], w.refused);
+    o.family(
+        "vid_whip_sessions_closed_total",
+        "counter",
+        "WHIP sessions ended, by reason.",
+    );
+    for (i, label) in crate::whip::Closed::LABELS.iter().enumerate() {
+        o.sample(
+            "vid_whip_sessions_closed_total",
+            &[("reason", label)],
+            w.closed[i],
+        );
+    }
+    o.family(
+        "vid_whip_sessions",
+        "gauge",
+        "WHIP sessions open, over all workers.",
+    );
+    o.sample(
+        "vid_whip_sessions",
+        &[],
+        w.active_per_worker.iter().sum::<i64>().max(0),
+    );
+    o.family(
+        "vid_whip_stray_datagrams_total",
+        "counter",
+        "UDP datagrams at the WHIP ports that belonged to no session (dropped).",
+    );
+    o.sample("vid_whip_stray_datagrams_total", &[], w.strays);
     if let Some(z) = zone {
         o.family(
             "vid_zone_slots",

@@ -292,3 +292,31 @@ fn status_json_adds_state_and_status() {
     assert!(j.ends_with(",\"state\":\"live\",\"status\":{\"ingest_bitrate\":800000,\"last_frame_age\":0.040,\"viewers\":3,\"publisher\":{\"address\":\"127.0.0.1\",\"software\":\"FMLE/3.0 (compatible; Lavf59.27.100)\"},\"publishes\":1,\"reconnects\":0}}]}"), "{j}");
     assert_eq!(status_json(Vec::new()), "{\"streams\":[]}");
 }
+
+#[test]
+fn whip_sessions_open_and_closed_by_reason() {
+    let mut t = table();
+    t.whip_answered(0);
+    t.whip_answered(1);
+    t.whip_answered(1);
+    t.whip_closed(1, crate::whip::Closed::Ended.index());
+    t.whip_closed(0, crate::whip::Closed::Idle.index());
+    t.whip_closed(0, crate::whip::Closed::Idle.index()); // never below zero
+    t.origin.whip.refused += 2;
+    t.origin.whip.strays += 7;
+    let text = render::render(&t, 0, None, 2);
+    for line in [
+        "vid_whip_sessions_total 3",
+        "vid_whip_sessions 1",
+        "vid_whip_refusals_total 2",
+        "vid_whip_stray_datagrams_total 7",
+        "vid_whip_sessions_closed_total{reason=\"ended\"} 1",
+        "vid_whip_sessions_closed_total{reason=\"idle\"} 2",
+        "vid_whip_sessions_closed_total{reason=\"handshake_timeout\"} 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+    }
+    // A restarted worker's slot starts from zero sessions.
+    t.whip_worker_started(1);
+    assert_eq!(t.origin.whip.active_per_worker[..2], [0, 0]);
+}

@@ -236,6 +236,8 @@ struct Worker {
     /// Datagrams that matched no session, and when that was last logged.
     strays: u64,
     strays_logged: Option<Instant>,
+    /// Strays not yet added to the shared counters (added once per read event).
+    strays_unflushed: u64,
 }
 
 thread_local! {
@@ -318,8 +320,10 @@ unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
             sessions: Vec::new(),
             strays: 0,
             strays_logged: None,
+            strays_unflushed: 0,
         })
     });
+    super::metrics::with_table(|t| t.whip_worker_started(worker()));
     ngx_log_error!(
         NGX_LOG_INFO,
         log,
@@ -328,6 +332,12 @@ unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         bind
     );
     NGX_OK as ngx_int_t
+}
+
+/// This worker's number (0 … worker_processes − 1).
+fn worker() -> usize {
+    // SAFETY: a plain read of nginx's worker number, set before init_process.
+    unsafe { nginx_sys::ngx_worker as usize }
 }
 
 fn libc_close(fd: i32) {
@@ -346,8 +356,8 @@ unsafe fn close_all(why: &str) {
     };
     TIMER.with(|t| t.disarm());
     for mut s in w.sessions.drain(..) {
-        s.peer.close(Closed::Failed(why.to_owned()));
-        end_session(s, why);
+        s.peer.close(Closed::Disconnected);
+        end_session(s, why, Closed::Disconnected.index());
     }
     ngx_close_connection(w.c);
 }
@@ -374,6 +384,13 @@ unsafe extern "C" fn read_handler(rev: *mut ngx_event_t) {
         }
         let _ = catch_unwind(AssertUnwindSafe(|| datagram(&buf[..n], from)));
     }
+    let strays = WORKER.with_borrow_mut(|w| {
+        w.as_mut()
+            .map_or(0, |w| std::mem::take(&mut w.strays_unflushed))
+    });
+    if strays > 0 {
+        super::metrics::with_table(|t| t.origin.whip.strays += strays);
+    }
     if ngx_handle_read_event(rev, 0) != NGX_OK as ngx_int_t {
         ngx_log_error!(NGX_LOG_ERR, (*c).log, "whip: cannot watch the UDP socket");
     }
@@ -385,6 +402,7 @@ fn stray(from: SocketAddr) {
     WORKER.with_borrow_mut(|w| {
         let Some(w) = w.as_mut() else { return };
         w.strays += 1;
+        w.strays_unflushed += 1;
         let now = Instant::now();
         if w.strays_logged
             .is_none_or(|t| now.duration_since(t).as_secs() >= 60)
@@ -496,13 +514,14 @@ unsafe fn settle(i: usize) {
         // is done: the stream ends at once.
         s.deleted |= matches!(why, Closed::HandshakeTimeout | Closed::Ended);
         remember_ended(&s.id);
-        end_session(s, &why.to_string());
+        end_session(s, &why.to_string(), why.index());
     }
 }
 
 /// A session is over: its stream starts the grace period (or ends, after a DELETE).
-unsafe fn end_session(mut s: Session, why: &str) {
+unsafe fn end_session(mut s: Session, why: &str, reason: usize) {
     let log = ngx::log::ngx_cycle_log().as_ptr();
+    super::metrics::with_table(|t| t.whip_closed(worker(), reason));
     let st = s.peer.stats();
     ngx_log_error!(
         NGX_LOG_NOTICE,
@@ -610,6 +629,12 @@ unsafe fn tail(r: *mut ngx_http_request_t) -> String {
         .to_owned()
 }
 
+/// An offer refused: counted, then answered.
+unsafe fn refuse(r: *mut ngx_http_request_t, status: u32, body: &str) -> ngx_int_t {
+    super::metrics::with_table(|t| t.origin.whip.refused += 1);
+    respond(r, status, body)
+}
+
 unsafe fn respond(r: *mut ngx_http_request_t, status: u32, body: &str) -> ngx_int_t {
     super::respond::send_text_status(r, status, "text/plain", format!("{body}\n").as_bytes(), 0)
 }
@@ -697,7 +722,7 @@ unsafe fn offer(r: *mut ngx_http_request_t) -> ngx_int_t {
     let conf = loc_conf(r);
     let key = tail(r);
     if key.is_empty() || key.contains('/') {
-        return respond(r, 404, "POST the offer to the stream's URL: {location}KEY");
+        return refuse(r, 404, "POST the offer to the stream's URL: {location}KEY");
     }
     let ct = header_in(r, "Content-Type").unwrap_or_default();
     if !ct
@@ -713,10 +738,10 @@ unsafe fn offer(r: *mut ngx_http_request_t) -> ngx_int_t {
             "whip: \"{}\": offer is not application/sdp",
             key
         );
-        return respond(r, 415, "the offer must be Content-Type: application/sdp");
+        return refuse(r, 415, "the offer must be Content-Type: application/sdp");
     }
     let Some(sdp) = body(r, MAX_OFFER) else {
-        return respond(r, 413, "offer larger than 64 KiB");
+        return refuse(r, 413, "offer larger than 64 KiB");
     };
     let sdp = String::from_utf8_lossy(&sdp).into_owned();
     let Some((cfg, timeout)) = super::stream::ingest_config_for(conf.zone) else {
@@ -726,7 +751,7 @@ unsafe fn offer(r: *mut ngx_http_request_t) -> ngx_int_t {
             "whip: no stream server has \"rtmp_live\" for this location's zone: its ingest \
              settings are needed"
         );
-        return respond(r, 500, "WHIP is not configured on this server");
+        return refuse(r, 500, "WHIP is not configured on this server");
     };
     let ready = WORKER.with_borrow(|w| {
         w.as_ref()
@@ -739,7 +764,7 @@ unsafe fn offer(r: *mut ngx_http_request_t) -> ngx_int_t {
             "whip: \"{}\": this worker has no UDP socket",
             key
         );
-        return respond(r, 503, "WebRTC media is not available on this server");
+        return refuse(r, 503, "WebRTC media is not available on this server");
     };
     if !room {
         ngx_log_error!(
@@ -748,7 +773,7 @@ unsafe fn offer(r: *mut ngx_http_request_t) -> ngx_int_t {
             "whip: \"{}\": refused, hls_live_whip_max_sessions reached",
             key
         );
-        return respond(r, 503, "too many WebRTC sessions");
+        return refuse(r, 503, "too many WebRTC sessions");
     }
     let segment_target_ms = cfg.segment_target_ms;
     let now = Instant::now();
@@ -765,7 +790,7 @@ unsafe fn offer(r: *mut ngx_http_request_t) -> ngx_int_t {
         Ok(x) => x,
         Err(e) => {
             ngx_log_error!(NGX_LOG_NOTICE, log, "whip: \"{}\": {}", key, e);
-            return respond(r, e.status() as u32, &e.to_string());
+            return refuse(r, e.status() as u32, &e.to_string());
         }
     };
     // The publish credential: `Authorization: Bearer exp=…&sig=…` (or the signed key
@@ -793,7 +818,7 @@ unsafe fn offer(r: *mut ngx_http_request_t) -> ngx_int_t {
         ngx_log_error!(NGX_LOG_ERR, log, "whip: {}", e);
         super::metrics::ingest(ptr::null_mut(), &mut conn, Some(&e));
         peer.close(Closed::Failed("refused".into()));
-        return respond(r, refusal.status() as u32, &e.to_string());
+        return refuse(r, refusal.status() as u32, &e.to_string());
     }
     let (video, audio) = peer.tracks();
     conn.expect_tracks(video, audio);
@@ -822,6 +847,7 @@ unsafe fn offer(r: *mut ngx_http_request_t) -> ngx_int_t {
             });
         }
     });
+    super::metrics::with_table(|t| t.whip_answered(worker()));
     // The answer's own datagrams (none for ICE-lite) and the first deadline.
     arm_timer();
     let req = ngx::http::Request::from_ngx_http_request(r);
@@ -882,7 +908,7 @@ unsafe fn delete_local(id: &str) -> bool {
             s.deleted = true;
             s.peer.close(Closed::Ended);
             remember_ended(&s.id);
-            end_session(s, "ended by the publisher (DELETE)");
+            end_session(s, "ended by the publisher (DELETE)", Closed::Ended.index());
             arm_timer();
             true
         }

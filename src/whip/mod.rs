@@ -101,6 +101,27 @@ pub enum Closed {
     Failed(String),
 }
 
+impl Closed {
+    /// Metric labels of the reasons, by [`Closed::index`].
+    pub const LABELS: [&'static str; crate::metrics::WHIP_CLOSE_REASONS] = [
+        "handshake_timeout",
+        "idle",
+        "disconnected",
+        "ended",
+        "failed",
+    ];
+
+    pub fn index(&self) -> usize {
+        match self {
+            Closed::HandshakeTimeout => 0,
+            Closed::Idle => 1,
+            Closed::Disconnected => 2,
+            Closed::Ended => 3,
+            Closed::Failed(_) => 4,
+        }
+    }
+}
+
 impl fmt::Display for Closed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
