@@ -86,6 +86,20 @@ def test_ffmpeg_whip_publish_becomes_h264_and_opus_llhls(vid_factory, tmp_path):
         pub.wait(timeout=30)
         wait_for(lambda: "#EXT-X-ENDLIST" in v.get("/live/demo/index.m3u8").text, 5, what="ENDLIST")
         assert "ended by the publisher" in v.log()
+        # The SQL catalog has the session and the stream's codecs, as for RTMP.
+        db = v.prefix / "media" / "catalog.sqlite"
+
+        def catalog_row():
+            out = subprocess.run(["sqlite3", str(db), "SELECT s.ended_ms IS NOT NULL, s.segments > 0, st.video_codec, "
+                                  "st.audio_codec FROM sessions s JOIN streams st ON st.key = s.key "
+                                  "WHERE s.key = 'demo'"], capture_output=True, text=True)
+            return out.stdout.strip() if out.returncode == 0 and out.stdout.startswith("1|1|") else None
+        row = wait_for(catalog_row, 10, what="catalog row")
+        assert row.endswith("|opus") and "|avc1.42" in row, row
+        metrics = v.get("/metrics").text
+        for line in ("vid_whip_sessions_total 1", 'vid_whip_sessions_closed_total{reason="ended"} 1',
+                     "vid_whip_sessions 0", "vid_whip_refusals_total 0"):
+            assert line in metrics.splitlines(), (line, [l for l in metrics.splitlines() if "whip" in l])
     finally:
         pub.kill()
         pub.wait()
@@ -120,6 +134,29 @@ OFFER = (
     "a=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1;profile-level-id=42e01f\r\n"
     "a=rtcp-fb:96 nack pli\r\na=ssrc:1111 cname:x\r\n"
 )
+
+
+def stun_binding_request(username, password):
+    """An ICE connectivity check (RFC 8445 7.2.2): USERNAME, PRIORITY, ICE-CONTROLLING,
+    USE-CANDIDATE, MESSAGE-INTEGRITY (HMAC-SHA1 keyed with the peer's ice-pwd), FINGERPRINT."""
+    import hashlib
+    import hmac
+    import os
+    import struct
+    import zlib
+
+    def attr(t, v):
+        return struct.pack("!HH", t, len(v)) + v + b"\0" * (-len(v) % 4)
+
+    tid = os.urandom(12)
+    body = (attr(0x0006, username.encode()) + attr(0x0024, struct.pack("!I", 0x6E7F1EFF))
+            + attr(0x802A, os.urandom(8)) + attr(0x0025, b""))
+    header = lambda extra: struct.pack("!HHI", 0x0001, len(body) + extra, 0x2112A442) + tid
+    mi = hmac.new(password.encode(), header(24) + body, hashlib.sha1).digest()
+    body += attr(0x0008, mi)
+    crc = (zlib.crc32(header(8) + body) ^ 0x5354554E) & 0xFFFFFFFF
+    body += attr(0x8028, struct.pack("!I", crc))
+    return header(0) + body
 
 
 def post(v, key, body, ctype="application/sdp", headers=None):
@@ -158,6 +195,15 @@ def test_bad_offers_get_clear_4xx_and_log_lines(vid_factory):
     assert "a=ice-lite" in r.text and f"127.0.0.1 {v.whip_port}" in r.text
     loc = r.headers["Location"]
     assert loc.startswith("/whip/ghost/w0-")
+    # The publisher does ICE (a STUN binding request with the answer's credentials, which
+    # the server answers) but never starts DTLS.
+    ufrag = re.search(r"a=ice-ufrag:(\S+)", r.text).group(1)
+    pwd = re.search(r"a=ice-pwd:(\S+)", r.text).group(1)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(2)
+        s.sendto(stun_binding_request(f"{ufrag}:abcd", pwd), ("127.0.0.1", v.whip_port))
+        reply, _ = s.recvfrom(2048)
+        assert reply[:2] == b"\x01\x01", reply[:4].hex()  # Binding success response
     wait_for(lambda: "handshake did not complete" in v.log(), 15, what="handshake timeout")
     # DELETE of a session that just ended: 200; of one that never was: 404.
     assert http(v.url(loc), method="DELETE").status == 200
@@ -184,8 +230,11 @@ def test_garbage_datagrams_do_not_hurt_a_live_whip_stream(vid_factory):
         time.sleep(3)
         pl = parse_playlist(v.get("/live/noisy/index.m3u8").text)
         assert pl["msn"] + len(pl["segments"]) > msn + before, "stream stopped"
-        # Logged at most once a minute, not per datagram.
+        # Logged at most once a minute, not per datagram; counted.
         assert v.log().count("belongs to no session") <= 1
+        strays = [l for l in v.get("/metrics").text.splitlines() if l.startswith("vid_whip_stray_datagrams_total ")]
+        assert strays and int(strays[0].split()[1]) >= 1000, strays
+        assert "vid_whip_sessions 1" in v.get("/metrics").text.splitlines()
     finally:
         pub.kill()
         pub.wait()
@@ -247,7 +296,7 @@ class LossyRelay:
         return answer.replace(f"127.0.0.1 {m.group(1)} typ host", f"127.0.0.1 {self.port} typ host"), loc
 
 
-def test_two_percent_packet_loss_keeps_the_stream_going(vid_factory):
+def test_two_percent_packet_loss_keeps_the_stream_going(vid_factory, browser):
     import http.server
     v = vid_factory()
     relay = LossyRelay(v, loss=0.02)
@@ -275,7 +324,7 @@ def test_two_percent_packet_loss_keeps_the_stream_going(vid_factory):
 
     front = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Front)
     threading.Thread(target=front.serve_forever, daemon=True).start()
-    pub = whip_publish(f"http://127.0.0.1:{front.server_address[1]}/whip/lossy", seconds=16)
+    pub = whip_publish(f"http://127.0.0.1:{front.server_address[1]}/whip/lossy", seconds=28)
     try:
         pl = live_playlist(v, "lossy", segments=4, timeout=25)
         assert relay.dropped > 20, (relay.dropped, relay.passed)
@@ -284,7 +333,13 @@ def test_two_percent_packet_loss_keeps_the_stream_going(vid_factory):
         play = subprocess.run([modern_ffmpeg(), "-v", "error", "-i", v.url("/live/lossy/index.m3u8"),
                                "-t", "3", "-f", "null", "-"], capture_output=True, text=True, timeout=60)
         assert play.returncode == 0, play.stderr[-2000:]
-        pub.wait(timeout=30)
+        # hls.js plays it through the loss without a fatal error.
+        from test_player import run_play
+        out, _ = run_play(browser, v.url("/?key=lossy"), "--seconds", "6", timeout=120)
+        stats = out.get("stats") or {}
+        assert not out.get("error") and stats.get("fatalErrors") == 0, (out.get("error"), stats.get("errors"))
+        assert stats["currentTime"] - out["samples"][0]["currentTime"] >= 3
+        pub.wait(timeout=40)
         wait_for(lambda: "keyframe requests" in v.log(), 5, what="session summary")
         m = re.search(r"(\d+) keyframe requests, (\d+) gaps", v.log())
         assert m and int(m.group(1)) >= 4, v.log()[-2000:]
@@ -356,3 +411,29 @@ def test_reload_ends_sessions_cleanly_and_the_key_can_be_published_again(vid_fac
             if p:
                 p.kill()
                 p.wait()
+
+
+def test_signed_keys_apply_to_whip_through_the_bearer_token(vid_factory):
+    """rtmp_live_secret: a WHIP publish needs `Authorization: Bearer exp=…&sig=…` (or the
+    signed key); without it, or with a wrong one, 403 and a log line."""
+    from test_auth import SECRET_A, signed_key
+    v = vid_factory(stream_extra=f"rtmp_live_secret {SECRET_A};")
+    exp = int(time.time()) + 600
+    assert post(v, "signed", OFFER.encode()).status == 403
+    bad = signed_key("signed", exp, "not-the-secret-at-all").split("?")[1]
+    r = post(v, "signed", OFFER.encode(), headers={"Authorization": f"Bearer {bad}"})
+    assert r.status == 403 and "refused" in r.text, r.text
+    other = signed_key("other", exp, SECRET_A).split("?")[1]
+    assert post(v, "signed", OFFER.encode(), headers={"Authorization": f"Bearer {other}"}).status == 403
+    # ffmpeg's -authorization carries the token; the whole signed key works as well.
+    good = signed_key("signed", exp, SECRET_A)
+    pub = whip_publish(v.url("/whip/signed"), seconds=8, audio=False, token=good.split("?")[1])
+    pub2 = whip_publish(v.url("/whip/signed2"), seconds=8, audio=False, token=signed_key("signed2", exp, SECRET_A))
+    try:
+        live_playlist(v, "signed", segments=1)
+        live_playlist(v, "signed2", segments=1)
+    finally:
+        for p in (pub, pub2):
+            p.kill()
+            p.wait()
+    assert v.log().count('publish "whip/signed" refused') >= 2
