@@ -24,7 +24,8 @@ VID_PROFILE=release scripts/build.sh
 # Functional tests (what is served, not how fast) run two at a time, one file per
 # process; tests that measure time or load, or drive browsers, run alone afterwards.
 parallel=(tests/test_origin.py tests/test_recording.py tests/test_conformance.py tests/test_timeline.py
-          tests/test_ts.py tests/test_renditions.py tests/test_bad_input.py)
+          tests/test_ts.py tests/test_renditions.py tests/test_bad_input.py tests/test_metrics.py
+          tests/test_whip.py tests/test_catalog.py)
 serial=()
 for f in tests/test_*.py; do
   [[ " ${parallel[*]} " == *" $f "* ]] || serial+=("$f")
