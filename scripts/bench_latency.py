@@ -2,7 +2,7 @@
 """Glass-to-glass latency with real players: vid vs nginx-rtmp-module, same camera, same run.
 
     python3 scripts/bench_latency.py [--runs 5] [--seconds 40] [--preset default|ll]
-                                     [--via direct,stock-edge,vid-edge]
+                                     [--via direct,stock-edge,vid-edge] [--whip]
 
 Figures, not assertions. What runs:
 
@@ -15,6 +15,10 @@ Figures, not assertions. What runs:
           renders it (2 s segments, 200 ms parts; --preset ll: 1 s segments, 100 ms parts)
   peer    Debian nginx + libnginx-mod-rtmp, scripts/bench/peer.conf.in (MPEG-TS,
           hls_fragment 2s)
+  whip    with --whip: the same encode (constrained baseline then, for WebRTC; Opus audio
+          beside the AAC) is also published to vid over WHIP (ffmpeg's whip muxer, in the
+          same tee), and "vid-whip" is played like "vid": WHIP vs RTMP ingest, same camera,
+          same frames, same server, same run
   players headless Chromium (playwright-core, scripts/bench/latency_play.js): for vid the
           player page (nginx-conf/www as in this tree, i.e. app.js's hls.js settings,
           served by the vid under test), for the peer a bare page with hls.js's default
@@ -84,6 +88,8 @@ HLSJS_CANDIDATES = [os.path.join(WWW_SRC, "node_modules", "hls.js", "dist", "hls
 PLAYWRIGHT = os.path.join(ROOT, "tests", "browser", "node_modules", "playwright-core")
 CHROMIUM = os.environ.get("VID_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 KEY = "cam"
+# --whip: the same encode, also published over WebRTC (WHIP) under this key.
+WHIP_KEY = "camw"
 
 # ---- the frame code (scripts/bench/latency_play.js reads it; keep both in step) --------
 W, H, FPS = 1280, 720, 30
@@ -170,8 +176,9 @@ class Vid(bench.Vid):
     hlsjs = None
 
     def write_config(self):
+        self.whip_port = bench.free_ports(1)[0]
         env = dict(os.environ, HLS_SEGMENT=self.preset["segment"], HLS_PART=self.preset["part"],
-                   HLS_WINDOW="12", HLS_TS="off")
+                   HLS_WINDOW="12", HLS_TS="off", WHIP_UDP=f"127.0.0.1:{self.whip_port}")
         media = os.path.join(self.prefix, "media")
         os.makedirs(media)
         os.chmod(media, 0o1777)
@@ -262,13 +269,13 @@ class Target:
     """What one player run plays: vid's stream on one --via path (VIA None: direct, as
     without --via), or the peer's."""
 
-    def __init__(self, name, server, via=None, edge=None):
-        self.name, self.server, self.via, self.edge = name, server, via, edge
+    def __init__(self, name, server, via=None, edge=None, key=KEY):
+        self.name, self.server, self.via, self.edge, self.key = name, server, via, edge, key
 
     def playlist_url(self):
         if self.edge is not None:
-            return self.edge.url(f"/live/{KEY}/index.m3u8")
-        return self.server.playlist_url(KEY)
+            return self.edge.url(f"/live/{self.key}/index.m3u8")
+        return self.server.playlist_url(self.key)
 
 
 def get(url, timeout=2.0):
@@ -296,7 +303,7 @@ def wait_playlist(url, segments, what, encoder, timeout=40):
 def play(args, target, hlsjs, seconds, delay_ms):
     server = target.server
     if server.name == "vid" and args.vid_config is None:
-        url = f"http://127.0.0.1:{server.http_port}/?key={KEY}"
+        url = f"http://127.0.0.1:{server.http_port}/?key={target.key}"
         if target.via is not None:
             # The page from the origin, the playlist (and so every part) from the path.
             url += "&src=" + urllib.parse.quote(target.playlist_url(), safe="")
@@ -364,15 +371,26 @@ def first_line(argv):
 
 # ---- the run ----------------------------------------------------------------------------
 
-def encoder_cmd(ffmpeg, urls):
-    tee = "|".join(f"[f=flv:onfail=ignore]{u}" for u in urls)
+def encoder_cmd(ffmpeg, urls, whip_url=None):
+    """One encode to every RTMP URL (and with WHIP_URL, over WHIP too: constrained baseline
+    video for WebRTC, Opus audio as the second audio stream)."""
+    if whip_url is None:
+        tee = "|".join(f"[f=flv:onfail=ignore]{u}" for u in urls)
+        audio = ["-map", "1:a", "-c:a", "aac", "-b:a", "128k"]
+        profile = []
+    else:
+        tee = "|".join([f"[f=flv:select=\\'v:0,a:0\\':onfail=ignore]{u}" for u in urls]
+                       + [f"[f=whip:select=\\'v:0,a:1\\':onfail=ignore]{whip_url}"])
+        audio = ["-map", "1:a", "-map", "1:a", "-c:a:0", "aac", "-b:a:0", "128k",
+                 "-c:a:1", "libopus", "-b:a:1", "128k", "-ac:a:1", "2"]  # WebRTC Opus is stereo
+        profile = ["-profile:v", "baseline"]
     return [ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin",
             "-f", "rawvideo", "-pix_fmt", "gray", "-s", f"{W}x{H}", "-framerate", str(FPS), "-i", "-",
             "-re", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-            "-map", "0:v", "-map", "1:a",
+            "-map", "0:v", *audio,
             "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-g", str(FPS), "-bf", "0",
-            "-sc_threshold", "0", "-pix_fmt", "yuv420p",
-            "-c:a", "aac", "-b:a", "128k", "-flags", "+global_header", "-f", "tee", tee]
+            *profile, "-sc_threshold", "0", "-pix_fmt", "yuv420p",
+            "-flags", "+global_header", "-f", "tee", tee]
 
 
 def find_ffmpeg():
@@ -440,6 +458,8 @@ def run(args):
                 targets.append(Target("peer", servers["peer"]))
             elif args.via == ["direct"]:
                 targets.append(Target("vid", servers["vid"]))
+                if args.whip:
+                    targets.append(Target("vid-whip", servers["vid"], key=WHIP_KEY))
             else:
                 for via in args.via:
                     edge = None if via == "direct" else start_edge(
@@ -449,7 +469,8 @@ def run(args):
         urls = [servers[n].publish_url(KEY) for n in args.servers]
         total = args.runs * len(targets) * (args.seconds + 15) + 120
         cam_cmd = [sys.executable, os.path.abspath(__file__), "--camera", str(int(total))]
-        enc = encoder_cmd(ffmpeg, urls)
+        whip_url = f"http://127.0.0.1:{servers['vid'].http_port}/whip/{WHIP_KEY}" if args.whip else None
+        enc = encoder_cmd(ffmpeg, urls, whip_url)
         print("$ " + shlex.join(cam_cmd) + " | " + shlex.join(enc))
         sys.stdout.flush()
         cam = subprocess.Popen(cam_cmd, stdout=subprocess.PIPE, start_new_session=True)
@@ -513,7 +534,7 @@ def report(results, args):
     cols = [("camera-to-screen", "lat", "s"), ("camera-to-screen p90", "lat_p90", "s"), ("PDT lag", "pdt", "s"),
             ("start-up", "startup", "s"), ("stalls per run", "stalls", ""), ("stalled seconds per run", "stalled_s", "s")]
     names = list(results)
-    both = names == ["vid", "peer"]
+    both = "vid" in names and "peer" in names
     edges = [n for n in names if n in EDGE_CONFS] if "direct" in names else []
     print(f"{'median over ' + str(args.runs) + ' runs':26}" + "".join(f"{n:>11}" for n in names)
           + (f"{'vid/peer':>10}" if both else ""))
@@ -547,6 +568,17 @@ def report(results, args):
                 row += f"  {n}: {fmt(None if diff is None else diff * 1000, '+.0f', ' ms')}"
                 row += f" ({fmt(None if not d else median(d) * 1000, '+.0f', ' ms')})"
             print(row)
+    if "vid-whip" in names:
+        print()
+        print("WHIP − RTMP ingest (difference of the medians; median of the per-run differences)")
+        for label, key, _ in cols[:4]:
+            d = [w[key] - r[key] for w, r in zip(results["vid-whip"], results["vid"])
+                 if w[key] is not None and r[key] is not None]
+            med_w = median([r[key] for r in results["vid-whip"] if r[key] is not None])
+            med_r = median([r[key] for r in results["vid"] if r[key] is not None])
+            diff = med_w - med_r if med_w is not None and med_r is not None else None
+            print(f"{label:26}  {fmt(None if diff is None else diff * 1000, '+.0f', ' ms')}"
+                  f" ({fmt(None if not d else median(d) * 1000, '+.0f', ' ms')})")
     print(f"traces: {os.path.relpath(args.out, ROOT)}/")
 
 
@@ -567,6 +599,8 @@ def parse_args(argv):
     p.add_argument("--path-viewers", type=int, default=0, metavar="N",
                    help="N LL-HLS clients (blocking reload + hinted part, as hls.js asks) on each path of vid's "
                         "stream during the whole run, so that the player is not an edge's only viewer (default 0)")
+    p.add_argument("--whip", action="store_true",
+                   help="also publish the same encode to vid over WHIP and play it (vid-whip)")
     p.add_argument("--warmup", type=float, default=4, help="seconds after the playlists are up (default 4)")
     p.add_argument("--seed", type=int, help="seed of the random start phases")
     p.add_argument("--vid-config", help="play vid on a bare hls.js page with this config (JSON) "
@@ -589,6 +623,8 @@ def parse_args(argv):
     args.via = [v for v in VIAS if v in via]
     if args.via != ["direct"] and "vid" not in args.servers:
         p.error("--via plays vid's stream: --servers must include vid")
+    if args.whip and ("vid" not in args.servers or args.via != ["direct"]):
+        p.error("--whip plays vid directly: --servers must include vid, --via direct")
     if args.runs < 1 or args.seconds < 5:
         p.error("--runs >= 1 and --seconds >= 5")
     if args.vid_config is not None:
