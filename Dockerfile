@@ -1,6 +1,8 @@
 # vid: nginx 1.28 + the vid module, running the default origin config.
 #   docker build -t vid .
-#   docker run --rm -p 1935:1935 -p 8080:8080 vid
+#   docker run --rm -p 1935:1935 -p 8080:8080 -p 8189-8196:8189-8196/udp vid
+# WHIP media: UDP 8189 + worker number, announced as 127.0.0.1 (publishers on this host);
+# for others, mount a config whose hls_live_whip_candidate is the host's address.
 # The image is a thin wrapper over the same scripts the README uses. The base images are
 # the public ones; BUILDER_IMAGE / RUNTIME_IMAGE select others (scripts/test-image.sh
 # builds with locally made bases).
@@ -31,10 +33,11 @@ RUN mkdir -p /var/lib/vid /etc/vid/logs /etc/vid/temp \
            -e 's#error_log logs/error.log notice;#error_log /dev/stderr notice;#' \
            -e 's#pid logs/nginx.pid;#pid /etc/vid/temp/nginx.pid;#' \
            -e 's#access_log logs/hls_access.log vid_hls;#access_log /dev/stdout vid_hls;#' \
+           -e 's#hls_live_whip_udp 127.0.0.1:8189;#hls_live_whip_udp 0.0.0.0:8189;\n    hls_live_whip_candidate 127.0.0.1;#' \
            -e 's#^http {#http {\n    client_body_temp_path /etc/vid/temp/client_body;\n    proxy_temp_path /etc/vid/temp/proxy;\n    fastcgi_temp_path /etc/vid/temp/fastcgi;\n    uwsgi_temp_path /etc/vid/temp/uwsgi;\n    scgi_temp_path /etc/vid/temp/scgi;#' \
            /etc/vid/nginx.conf
 USER vid
-EXPOSE 1935 8080
+EXPOSE 1935 8080 8189-8196/udp
 STOPSIGNAL SIGQUIT
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
   CMD curl -fsS -o /dev/null http://127.0.0.1:8080/streams.json || exit 1
