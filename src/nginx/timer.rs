@@ -38,14 +38,7 @@ impl WorkerEvent {
         ms: ngx_msec_t,
         cancelable: bool,
     ) {
-        let ev = self.ev(handler);
-        // SAFETY: see `ev`; nginx's timer tree holds the stable boxed address.
-        unsafe {
-            (*ev).set_cancelable(cancelable as _);
-            if (*ev).timer_set() == 0 {
-                nginx_sys::ngx_add_timer(ev, ms);
-            }
-        }
+        self.set(handler, ms, cancelable, false)
     }
 
     /// Run `handler` in `ms`, replacing a timer already set (to move it earlier or later).
@@ -55,11 +48,24 @@ impl WorkerEvent {
         ms: ngx_msec_t,
         cancelable: bool,
     ) {
+        self.set(handler, ms, cancelable, true)
+    }
+
+    fn set(
+        &self,
+        handler: unsafe extern "C" fn(*mut ngx_event_t),
+        ms: ngx_msec_t,
+        cancelable: bool,
+        replace: bool,
+    ) {
         let ev = self.ev(handler);
         // SAFETY: see `ev`; nginx's timer tree holds the stable boxed address.
         unsafe {
             (*ev).set_cancelable(cancelable as _);
             if (*ev).timer_set() != 0 {
+                if !replace {
+                    return;
+                }
                 nginx_sys::ngx_del_timer(ev);
             }
             nginx_sys::ngx_add_timer(ev, ms);

@@ -310,10 +310,14 @@ impl Peer {
     /// Whether a datagram from `source` belongs to this session (its ICE credentials, or
     /// the address ICE nominated).
     pub fn accepts(&self, now: Instant, source: SocketAddr, data: &[u8]) -> bool {
-        let Ok(contents) = data.try_into() else {
-            return false;
-        };
-        let input = Input::Receive(
+        self.input(now, source, data)
+            .is_some_and(|input| self.rtc.accepts(&input))
+    }
+
+    /// `data` from `source` as str0m's input; None if it is no STUN, DTLS, RTP or RTCP.
+    fn input<'a>(&self, now: Instant, source: SocketAddr, data: &'a [u8]) -> Option<Input<'a>> {
+        let contents = data.try_into().ok()?;
+        Some(Input::Receive(
             now,
             Receive {
                 proto: Protocol::Udp,
@@ -321,8 +325,7 @@ impl Peer {
                 destination: self.local,
                 contents,
             },
-        );
-        self.rtc.accepts(&input)
+        ))
     }
 
     /// A datagram for this session (see [`Self::accepts`]). Garbage is counted and dropped.
@@ -330,22 +333,13 @@ impl Peer {
         if self.closed.is_some() {
             return;
         }
-        let contents = match data.try_into() {
-            Ok(c) if data.len() <= MAX_DATAGRAM => c,
-            _ => {
-                self.stats.garbage += 1;
-                return;
-            }
+        let Some(input) = self
+            .input(now, source, data)
+            .filter(|_| data.len() <= MAX_DATAGRAM)
+        else {
+            self.stats.garbage += 1;
+            return;
         };
-        let input = Input::Receive(
-            now,
-            Receive {
-                proto: Protocol::Udp,
-                source,
-                destination: self.local,
-                contents,
-            },
-        );
         if let Err(e) = self.rtc.handle_input(input) {
             // A packet str0m refuses (bad SRTP auth, a broken DTLS record) is dropped; the
             // session goes on unless str0m itself closed it.
