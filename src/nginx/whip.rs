@@ -298,7 +298,7 @@ unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     let fd = sock.into_raw_fd();
     let c = ngx_get_connection(fd, log);
     if c.is_null() {
-        libc_close(fd);
+        close_fd(fd);
         return NGX_OK as ngx_int_t;
     }
     // Idle: a worker that shuts down gracefully closes it (and its sessions) at once.
@@ -340,7 +340,7 @@ fn worker() -> usize {
     unsafe { nginx_sys::ngx_worker as usize }
 }
 
-fn libc_close(fd: i32) {
+fn close_fd(fd: i32) {
     // SAFETY: `fd` was just taken out of a socket nobody else owns.
     drop(unsafe { UdpSocket::from_raw_fd(fd) });
 }
@@ -611,18 +611,34 @@ unsafe fn loc_conf(r: *mut ngx_http_request_t) -> &'static LocConf {
 }
 
 /// The part of the URI after the location's prefix: `KEY` or `KEY/SESSION`.
+/// `w{worker}-{32 hex digits}`, as [`offer`] makes them.
+fn is_session_id(s: &[u8]) -> bool {
+    let Some(rest) = s.strip_prefix(b"w") else {
+        return false;
+    };
+    let Some(dash) = rest.iter().position(|&b| b == b'-') else {
+        return false;
+    };
+    let (n, hex) = (&rest[..dash], &rest[dash + 1..]);
+    !n.is_empty()
+        && n.iter().all(u8::is_ascii_digit)
+        && hex.len() == 32
+        && hex.iter().all(u8::is_ascii_hexdigit)
+}
+
 unsafe fn tail(r: *mut ngx_http_request_t) -> String {
     let clcf = *(*r).loc_conf.add(nginx_sys::ngx_http_core_module.ctx_index)
         as *const nginx_sys::ngx_http_core_loc_conf_t;
     let uri = (*r).uri.as_bytes();
     let name = (*clcf).name.as_bytes();
     let rest = uri.strip_prefix(name).unwrap_or_else(|| {
-        // A regex location: the last one or two segments.
-        let s = uri
-            .iter()
-            .rposition(|&b| b == b'/')
-            .map_or(uri, |i| &uri[i + 1..]);
-        s
+        // A regex location: `KEY`, or `KEY/SESSION` when the last segment is a session id.
+        let mut parts = uri.rsplitn(3, |&b| b == b'/');
+        let last = parts.next().unwrap_or(b"");
+        match parts.next() {
+            Some(key) if is_session_id(last) => &uri[uri.len() - last.len() - 1 - key.len()..],
+            _ => last,
+        }
     });
     String::from_utf8_lossy(rest)
         .trim_start_matches('/')
