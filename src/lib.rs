@@ -4,10 +4,12 @@
 //!
 //! ```text
 //! rtmp ──messages──▶ flv ──configs/frames──▶ segmenter ──parts/segments──▶ store ◀── playlist
-//!   (codec: parameter sets, codec strings)     (mux: fMP4 boxes)            (index)     (text)
+//!                          ▲ (codec: parameter sets, codec strings)      (mux: fMP4 boxes)
+//! whip ──H.264 / Opus frames (WebRTC, str0m)─┘                    (index)     (text)
 //! ```
 //!
-//! `ingest` strings the stages together for one publishing connection.
+//! `ingest` strings the stages together for one publishing connection (an RTMP one, or
+//! a WHIP session's frames handed in directly).
 //! Everything above is plain Rust with no nginx and no `unsafe`; `nginx` is
 //! the only place with FFI, and the only module allowed `unsafe` code.
 #![deny(unsafe_code)]
