@@ -611,38 +611,10 @@ unsafe fn loc_conf(r: *mut ngx_http_request_t) -> &'static LocConf {
 }
 
 /// The part of the URI after the location's prefix: `KEY` or `KEY/SESSION`.
-/// `w{worker}-{32 hex digits}`, as [`offer`] makes them.
-fn is_session_id(s: &[u8]) -> bool {
-    let Some(rest) = s.strip_prefix(b"w") else {
-        return false;
-    };
-    let Some(dash) = rest.iter().position(|&b| b == b'-') else {
-        return false;
-    };
-    let (n, hex) = (&rest[..dash], &rest[dash + 1..]);
-    !n.is_empty()
-        && n.iter().all(u8::is_ascii_digit)
-        && hex.len() == 32
-        && hex.iter().all(u8::is_ascii_hexdigit)
-}
-
 unsafe fn tail(r: *mut ngx_http_request_t) -> String {
     let clcf = *(*r).loc_conf.add(nginx_sys::ngx_http_core_module.ctx_index)
         as *const nginx_sys::ngx_http_core_loc_conf_t;
-    let uri = (*r).uri.as_bytes();
-    let name = (*clcf).name.as_bytes();
-    let rest = uri.strip_prefix(name).unwrap_or_else(|| {
-        // A regex location: `KEY`, or `KEY/SESSION` when the last segment is a session id.
-        let mut parts = uri.rsplitn(3, |&b| b == b'/');
-        let last = parts.next().unwrap_or(b"");
-        match parts.next() {
-            Some(key) if is_session_id(last) => &uri[uri.len() - last.len() - 1 - key.len()..],
-            _ => last,
-        }
-    });
-    String::from_utf8_lossy(rest)
-        .trim_start_matches('/')
-        .to_owned()
+    crate::whip::signalling_path((*r).uri.as_bytes(), (*clcf).name.as_bytes())
 }
 
 /// An offer refused: counted, then answered.
@@ -941,11 +913,7 @@ unsafe fn delete(r: *mut ngx_http_request_t) -> ngx_int_t {
         return respond(r, 200, "session ended");
     }
     // Another worker's session: its id names the worker, whose socket takes the request.
-    let worker: Option<u16> = id
-        .strip_prefix('w')
-        .and_then(|s| s.split_once('-'))
-        .and_then(|(n, rest)| (rest.len() == 32).then_some(n))
-        .and_then(|n| n.parse().ok());
+    let worker = crate::whip::session_worker(id);
     let me = nginx_sys::ngx_worker as u16;
     let sent = match worker {
         Some(n) if n != me => WORKER.with_borrow(|w| {

@@ -625,6 +625,38 @@ impl Peer {
     }
 }
 
+/// The worker that holds session `id` (`w{worker}-{32 hex digits}`), if `id` has that form.
+pub fn session_worker(id: &str) -> Option<u16> {
+    let (n, hex) = id.strip_prefix('w')?.split_once('-')?;
+    let well_formed = !n.is_empty()
+        && n.bytes().all(|b| b.is_ascii_digit())
+        && hex.len() == 32
+        && hex.bytes().all(|b| b.is_ascii_hexdigit());
+    if well_formed {
+        n.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// The part of a signalling URI below its location: `KEY` or `KEY/SESSION`. `prefix` is
+/// the location's name; when `uri` does not start with it (a regex location), the end of
+/// the URI counts: its last segment, or its last two when the last is a session id.
+pub fn signalling_path(uri: &[u8], prefix: &[u8]) -> String {
+    let rest = uri.strip_prefix(prefix).unwrap_or_else(|| {
+        let mut parts = uri.rsplitn(3, |&b| b == b'/');
+        let last = parts.next().unwrap_or(b"");
+        let is_session = std::str::from_utf8(last).is_ok_and(|l| session_worker(l).is_some());
+        match parts.next() {
+            Some(key) if is_session => &uri[uri.len() - last.len() - 1 - key.len()..],
+            _ => last,
+        }
+    });
+    String::from_utf8_lossy(rest)
+        .trim_start_matches('/')
+        .to_owned()
+}
+
 /// A keyframe counts for a cut this much before the target (the segmenter's rule).
 const CUT_SLACK_MS: i64 = 50;
 /// A keyframe asked for and not received is asked for again after this (media time).

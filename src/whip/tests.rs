@@ -352,3 +352,36 @@ fn offers_are_checked() {
         400
     );
 }
+
+#[test]
+fn session_ids_and_signalling_paths() {
+    let id = format!("w3-{}", "ab12".repeat(8));
+    assert_eq!(session_worker(&id), Some(3));
+    for bad in [
+        "w-0",
+        "x3-00",
+        "w3-",
+        "w3-xyz",
+        "w99999-0123456789abcdef0123456789abcdef",
+        "w3",
+    ] {
+        assert_eq!(session_worker(bad), None, "{bad}");
+    }
+    assert_eq!(session_worker(&format!("w3-{}0", "ab12".repeat(8))), None);
+    // A prefix location.
+    assert_eq!(signalling_path(b"/whip/demo", b"/whip/"), "demo");
+    assert_eq!(signalling_path(b"/whip/demo/w0-x", b"/whip/"), "demo/w0-x");
+    assert_eq!(signalling_path(b"/whip/", b"/whip/"), "");
+    assert_eq!(signalling_path(b"/whip", b"/whip"), "");
+    // A regex location: the end of the URI.
+    let uri = format!("/a/b/whip/demo/{id}");
+    assert_eq!(
+        signalling_path(uri.as_bytes(), b"~ ^/a/"),
+        format!("demo/{id}")
+    );
+    assert_eq!(signalling_path(b"/a/b/whip/demo", b"~ whip"), "demo");
+    assert_eq!(
+        signalling_path(b"/a/b/whip/demo/notasession", b"~ whip"),
+        "notasession"
+    );
+}
