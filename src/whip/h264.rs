@@ -47,30 +47,37 @@ pub struct Depacketized {
     current: Option<(Vec<u8>, Vec<u8>)>,
 }
 
-/// NAL units of an Annex B byte stream (start codes of 3 or 4 bytes).
+/// NAL units of an Annex B byte stream (start codes of 3 or 4 bytes), found lazily: one
+/// pass over the bytes, nothing allocated.
 pub fn annex_b_units(data: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut starts = Vec::new();
-    let mut i = 0;
-    while i + 3 <= data.len() {
-        if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
-            starts.push(i + 3);
-            i += 3;
-        } else {
-            i += 1;
+    /// The index just past the first start code at or after `from`.
+    fn next_start(data: &[u8], from: usize) -> Option<usize> {
+        let mut i = from;
+        while i + 3 <= data.len() {
+            if data[i + 2] > 1 {
+                i += 3; // no start code can end at i + 2 or begin before i + 3
+            } else if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
+                return Some(i + 3);
+            } else {
+                i += 1;
+            }
         }
+        None
     }
-    let mut units = Vec::with_capacity(starts.len());
-    for (n, &s) in starts.iter().enumerate() {
-        let mut end = starts.get(n + 1).map_or(data.len(), |&next| next - 3);
+    let mut start = next_start(data, 0);
+    std::iter::from_fn(move || loop {
+        let s = start?;
+        let next = next_start(data, s);
+        start = next;
+        let mut end = next.map_or(data.len(), |n| n - 3);
         // Trailing zeros belong to the next 4-byte start code (or are padding).
         while end > s && data[end - 1] == 0 {
             end -= 1;
         }
         if end > s {
-            units.push(&data[s..end]);
+            return Some(&data[s..end]);
         }
-    }
-    units.into_iter()
+    })
 }
 
 impl Depacketized {
@@ -84,8 +91,8 @@ impl Depacketized {
         let mut keyframe = false;
         for nal in annex_b_units(annex_b) {
             match nal[0] & 0x1f {
-                NAL_SPS if nal.len() <= MAX_PARAMETER_SET => self.sps = Some(nal.to_vec()),
-                NAL_PPS if nal.len() <= MAX_PARAMETER_SET => self.pps = Some(nal.to_vec()),
+                NAL_SPS if nal.len() <= MAX_PARAMETER_SET => keep(&mut self.sps, nal),
+                NAL_PPS if nal.len() <= MAX_PARAMETER_SET => keep(&mut self.pps, nal),
                 NAL_SPS | NAL_PPS | NAL_AUD => {}
                 t => {
                     keyframe |= t == NAL_IDR;
@@ -101,7 +108,11 @@ impl Depacketized {
             return Err(Dropped::Empty);
         }
         let mut config = None;
-        if self.current.as_ref() != Some(&(sps.clone(), pps.clone())) {
+        let unchanged = self
+            .current
+            .as_ref()
+            .is_some_and(|(s, p)| s == sps && p == pps);
+        if !unchanged {
             if !keyframe {
                 // New parameter sets take effect at the next IDR picture.
                 if self.current.is_none() {
@@ -120,6 +131,14 @@ impl Depacketized {
             keyframe,
             config,
         })
+    }
+}
+
+/// Stores a parameter set, copying it only when it differs from the one kept (they are
+/// repeated before every IDR picture).
+fn keep(slot: &mut Option<Vec<u8>>, nal: &[u8]) {
+    if slot.as_deref() != Some(nal) {
+        *slot = Some(nal.to_vec());
     }
 }
 
@@ -175,6 +194,44 @@ mod tests {
         assert_eq!(annex_b_units(&[]).count(), 0);
         assert_eq!(annex_b_units(&[0, 0, 1]).count(), 0);
         assert_eq!(annex_b_units(&[1, 2, 3]).count(), 0);
+    }
+
+    /// The plain reading: every start code, units between them without trailing zeros.
+    fn reference_units(data: &[u8]) -> Vec<&[u8]> {
+        let starts: Vec<usize> = (0..data.len().saturating_sub(2))
+            .filter(|&i| data[i..i + 3] == [0, 0, 1])
+            .map(|i| i + 3)
+            .collect();
+        let mut out = Vec::new();
+        for (n, &s) in starts.iter().enumerate() {
+            let mut end = starts.get(n + 1).map_or(data.len(), |&next| next - 3);
+            while end > s && data[end - 1] == 0 {
+                end -= 1;
+            }
+            if end > s {
+                out.push(&data[s..end]);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_scan_finds_what_the_plain_reading_finds() {
+        // Bytes drawn mostly from {0, 1, 2, 0xff} so that start codes, runs of zeros and
+        // near misses are frequent.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for len in 0..400 {
+            let data: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    [0, 0, 0, 1, 2, 0xff, 0x65, 0][(x % 8) as usize]
+                })
+                .collect();
+            let ours: Vec<&[u8]> = annex_b_units(&data).collect();
+            assert_eq!(ours, reference_units(&data), "{data:?}");
+        }
     }
 
     #[test]
