@@ -160,6 +160,17 @@ pub(crate) unsafe fn set_content_handler(
     (*core_loc_conf(cf)).handler = Some(handler);
 }
 
+/// nginx's log level for a line the media core reports.
+pub(crate) fn log_level(level: crate::ingest::LogLevel) -> ngx_uint_t {
+    use crate::ingest::LogLevel;
+    (match level {
+        LogLevel::Error => nginx_sys::NGX_LOG_ERR,
+        LogLevel::Warn => nginx_sys::NGX_LOG_WARN,
+        LogLevel::Notice => nginx_sys::NGX_LOG_NOTICE,
+        LogLevel::Info => nginx_sys::NGX_LOG_INFO,
+    }) as ngx_uint_t
+}
+
 /// nginx's cached monotonic clock (CLOCK_MONOTONIC, in ms; one clock for every worker of a
 /// machine): every duration, deadline and liveness check uses it, so a step of the wall
 /// clock never ends a live stream.

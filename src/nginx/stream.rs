@@ -17,7 +17,7 @@ use nginx_sys::{
     ngx_stream_conf_ctx_t, ngx_stream_core_module, ngx_stream_core_srv_conf_t,
     ngx_stream_finalize_session, ngx_stream_module_t, ngx_stream_session_t, ngx_uint_t, NGX_AGAIN,
     NGX_CONF_FLAG, NGX_CONF_TAKE1, NGX_CONF_TAKE2, NGX_LOG_EMERG, NGX_LOG_ERR, NGX_LOG_INFO,
-    NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_OK, NGX_STREAM_INTERNAL_SERVER_ERROR, NGX_STREAM_MAIN_CONF,
+    NGX_LOG_NOTICE, NGX_OK, NGX_STREAM_INTERNAL_SERVER_ERROR, NGX_STREAM_MAIN_CONF,
     NGX_STREAM_MODULE, NGX_STREAM_OK, NGX_STREAM_SRV_CONF, NGX_STREAM_SRV_CONF_OFFSET,
 };
 use ngx::{ngx_conf_log_error, ngx_log_error};
@@ -623,13 +623,7 @@ unsafe extern "C" fn cleanup(data: *mut c_void) {
 }
 
 fn log_line(log: *mut nginx_sys::ngx_log_t, level: LogLevel, msg: &str) {
-    let lvl = match level {
-        LogLevel::Error => NGX_LOG_ERR,
-        LogLevel::Warn => NGX_LOG_WARN,
-        LogLevel::Notice => NGX_LOG_NOTICE,
-        LogLevel::Info => NGX_LOG_INFO,
-    };
-    ngx_log_error!(lvl, log, "rtmp: {}", msg);
+    ngx_log_error!(super::log_level(level), log, "rtmp: {}", msg);
 }
 
 unsafe fn finalize(c: *mut ngx_connection_t, rc: u32) {

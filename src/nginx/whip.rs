@@ -554,13 +554,7 @@ unsafe fn end_session(mut s: Session, why: &str, reason: usize) {
 }
 
 fn log_line(log: *mut nginx_sys::ngx_log_t, level: LogLevel, msg: &str) {
-    let lvl = match level {
-        LogLevel::Error => NGX_LOG_ERR,
-        LogLevel::Warn => NGX_LOG_WARN,
-        LogLevel::Notice => NGX_LOG_NOTICE,
-        LogLevel::Info => NGX_LOG_INFO,
-    };
-    ngx_log_error!(lvl, log, "whip: {}", msg);
+    ngx_log_error!(super::log_level(level), log, "whip: {}", msg);
 }
 
 /// The timer: every session whose deadline passed gets its timeout; then re-armed.
