@@ -41,8 +41,10 @@ impl WorkerEvent {
         self.set(handler, ms, cancelable, false)
     }
 
-    /// Run `handler` in `ms`, replacing a timer already set (to move it earlier or later).
-    pub fn rearm(
+    /// Run `handler` in `ms` at the latest: a timer already set to fire sooner stays (the
+    /// handler re-arms), a later one is moved earlier. Exact, unlike `ngx_add_timer`, which
+    /// keeps a timer that is less than `NGX_TIMER_LAZY_DELAY` (300 ms) off.
+    pub fn arm_by(
         &self,
         handler: unsafe extern "C" fn(*mut ngx_event_t),
         ms: ngx_msec_t,
@@ -56,14 +58,17 @@ impl WorkerEvent {
         handler: unsafe extern "C" fn(*mut ngx_event_t),
         ms: ngx_msec_t,
         cancelable: bool,
-        replace: bool,
+        earlier: bool,
     ) {
         let ev = self.ev(handler);
         // SAFETY: see `ev`; nginx's timer tree holds the stable boxed address.
         unsafe {
             (*ev).set_cancelable(cancelable as _);
             if (*ev).timer_set() != 0 {
-                if !replace {
+                let key = nginx_sys::ngx_current_msec.wrapping_add(ms);
+                // Timer keys wrap: compare as nginx does, by the signed difference.
+                let sooner = ((*ev).timer.key.wrapping_sub(key) as isize) <= 0;
+                if !earlier || sooner {
                     return;
                 }
                 nginx_sys::ngx_del_timer(ev);

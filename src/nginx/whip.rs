@@ -592,7 +592,7 @@ fn arm_timer() {
         Some(at) => {
             let ms = at.saturating_duration_since(Instant::now()).as_millis();
             let ms = ms.clamp(1, OWNER_CHECK_MS) as nginx_sys::ngx_msec_t;
-            t.rearm(timer_handler, ms, true);
+            t.arm_by(timer_handler, ms, true);
         }
         None => t.disarm(),
     });
