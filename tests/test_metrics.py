@@ -84,11 +84,21 @@ def test_request_counters_match_clients_with_two_workers(vid_factory):
         next_part = int(hint.split(".")[1])
 
         kinds = ("playlist", "blocking", "part", "segment", "init", "multivariant")
-        # What vid counted before: the requests above that waited for the stream.
-        base = parse_metrics(scrape(vid))
-        base = {k: metric(base, "vid_http_requests_total", stream=key, kind=k) for k in kinds}
-        base_404 = metric(parse_metrics(scrape(vid)), "vid_http_error_responses_total", stream=key, status="404")
-        base_bytes = metric(parse_metrics(scrape(vid)), "vid_http_response_bytes_total", stream=key)
+        # What vid counted before: the requests above that waited for the stream. A
+        # request is counted in nginx's log phase, which may run just after its client
+        # got the answer: the baseline is taken once two scrapes in a row agree.
+        def counters():
+            s = parse_metrics(scrape(vid))
+            return ({k: metric(s, "vid_http_requests_total", stream=key, kind=k) for k in kinds},
+                    metric(s, "vid_http_error_responses_total", stream=key, status="404"),
+                    metric(s, "vid_http_response_bytes_total", stream=key))
+        seen = [counters()]
+
+        def stable():
+            time.sleep(0.3)
+            seen.append(counters())
+            return seen[-1] if seen[-1] == seen[-2] else None
+        base, base_404, base_bytes = wait_for(stable, 10, what="counters to settle")
         counted = {k: 0 for k in kinds}
         statuses = {}
         body_bytes = 0
