@@ -197,14 +197,28 @@ pub enum Decision {
     Allow,
     /// Publish under this key instead.
     Rename(String),
+    /// The service said no (4xx, or a redirect to no valid key).
     Deny(String),
+    /// The service could not be asked, or failed (no connection, timeout, a malformed
+    /// answer, 5xx): refused as well; a WHIP publisher is told to retry (503).
+    Unreachable(String),
+}
+
+impl Decision {
+    /// Why the publish is refused; None if it goes on.
+    pub fn refusal(&self) -> Option<&str> {
+        match self {
+            Decision::Deny(why) | Decision::Unreachable(why) => Some(why),
+            Decision::Allow | Decision::Rename(_) => None,
+        }
+    }
 }
 
 /// What a response means for the publish.
 pub fn decide(r: &Result<Response, ResponseError>) -> Decision {
     let r = match r {
         Ok(r) => r,
-        Err(e) => return Decision::Deny(format!("publish callback: {e}")),
+        Err(e) => return Decision::Unreachable(format!("publish callback: {e}")),
     };
     match r.status {
         200..=299 => Decision::Allow,
@@ -226,6 +240,7 @@ pub fn decide(r: &Result<Response, ResponseError>) -> Decision {
                 ))
             }
         }
+        s @ 500..=599 => Decision::Unreachable(format!("publish callback answered {s}")),
         s => Decision::Deny(format!("publish callback answered {s}")),
     }
 }
@@ -357,11 +372,19 @@ mod tests {
             decide(&ok(403, None)),
             Decision::Deny("publish callback answered 403".into())
         );
-        assert!(matches!(decide(&ok(500, None)), Decision::Deny(_)));
+        assert_eq!(
+            decide(&ok(503, None)),
+            Decision::Unreachable("publish callback answered 503".into())
+        );
         assert!(matches!(decide(&ok(100, None)), Decision::Deny(_)));
         assert!(matches!(
             decide(&Err(ResponseError::Truncated)),
-            Decision::Deny(_)
+            Decision::Unreachable(_)
         ));
+        assert_eq!(
+            decide(&ok(503, None)).refusal(),
+            Some("publish callback answered 503")
+        );
+        assert_eq!(decide(&ok(204, None)).refusal(), None);
     }
 }

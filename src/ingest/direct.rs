@@ -4,11 +4,22 @@
 //! and ENDLIST, recordings and catalog rows) is the RTMP publish's own code.
 
 use super::{Connection, IngestError, LogLevel, SharedIndex};
+use crate::auth::callback::Decision;
+use crate::auth::gate::Hold;
 use crate::media::Media;
 use crate::store::Now;
 
 /// The stream id a direct publish uses internally (RTMP's first stream id).
 const DIRECT_STREAM_ID: u32 = 1;
+
+/// What became of a direct publish that was not refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direct {
+    /// Live now.
+    Live,
+    /// Waiting for the publish callback's answer.
+    Held,
+}
 
 /// Why a publish was refused, for the signalling answer's status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,7 +50,10 @@ impl Refusal {
 
 impl Connection {
     /// Publish `key` for a publisher of kind `app` (e.g. "whip"); `query` carries the
-    /// signed-key parameters (`exp=…&sig=…`) when `rtmp_live_secret` is set.
+    /// signed-key parameters (`exp=…&sig=…`) when `rtmp_live_secret` is set. With a
+    /// publish callback the publish is held: the glue asks the callback
+    /// ([`Connection::callback_request`]) and hands the answer to
+    /// [`Connection::resolve_direct`].
     pub fn publish_direct(
         &mut self,
         app: &str,
@@ -47,7 +61,7 @@ impl Connection {
         query: Option<&str>,
         now: Now,
         shared: &mut dyn SharedIndex,
-    ) -> Result<(), (Refusal, IngestError)> {
+    ) -> Result<Direct, (Refusal, IngestError)> {
         self.direct = true;
         self.app = Some(app.to_owned());
         if !crate::store::names::valid_key(key) {
@@ -66,20 +80,40 @@ impl Connection {
                 IngestError::Refused(format!("publish \"{app}/{key}\" refused: {e}")),
             ));
         }
-        if self.cfg.publish_callback {
-            // The callback is driven by the RTMP connection; refusing is the safe answer
-            // until WHIP publishes are held for it too.
-            return Err((
-                Refusal::Forbidden,
-                IngestError::Refused(format!(
-                    "publish \"{app}/{key}\" refused: rtmp_live_on_publish is set and is not \
-                     applied to WHIP publishes"
-                )),
-            ));
+        if self.gate.hold(DIRECT_STREAM_ID, key, query) == Hold::Wait {
+            return Ok(Direct::Held);
         }
         self.refusal = None;
         self.publish(DIRECT_STREAM_ID, key.to_owned(), now, shared)
+            .map(|()| Direct::Live)
             .map_err(|e| (self.refusal.take().unwrap_or(Refusal::Other), e))
+    }
+
+    /// The publish callback's answer for a held direct publish: live (under the key the
+    /// callback chose), or refused with the status to answer: 403 when the service said
+    /// no, 503 when it could not be asked.
+    pub fn resolve_direct(
+        &mut self,
+        d: Decision,
+        now: Now,
+        shared: &mut dyn SharedIndex,
+    ) -> Result<(), (Refusal, IngestError)> {
+        let refused = match d {
+            Decision::Deny(_) => Some(Refusal::Forbidden),
+            Decision::Unreachable(_) => Some(Refusal::Unavailable),
+            Decision::Allow | Decision::Rename(_) => None,
+        };
+        if !self.publish_pending() {
+            return Err((
+                Refusal::Other,
+                IngestError::Refused("no publish waits for the callback".into()),
+            ));
+        }
+        self.refusal = None;
+        self.resolve_publish(d, now, shared).map_err(|e| {
+            let r = refused.or(self.refusal.take()).unwrap_or(Refusal::Other);
+            (r, e)
+        })
     }
 
     /// Configurations and frames of a direct publish, in order; written and listed like an
@@ -118,5 +152,159 @@ impl Connection {
     /// A line for the log about the direct publish (e.g. from the WebRTC session).
     pub fn note(&mut self, level: LogLevel, msg: String) {
         self.say(level, msg);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::publish::{signed_key, Secrets};
+    use crate::ingest::IngestConfig;
+    use crate::store::{StreamIndex, Table, Takeover};
+
+    struct Slots(Vec<StreamIndex>);
+
+    impl SharedIndex for Slots {
+        fn with_table(&mut self, f: &mut dyn FnMut(&mut Table)) -> bool {
+            f(&mut Table::new(&mut self.0));
+            true
+        }
+    }
+
+    impl Slots {
+        fn has(&mut self, key: &str) -> bool {
+            let mut found = false;
+            self.with_table(&mut |t| found = t.find(key).is_some());
+            found
+        }
+    }
+
+    fn conn(name: &str, callback: bool, secrets: Secrets) -> (Connection, std::path::PathBuf) {
+        let root = std::env::temp_dir().join(format!("vid-direct-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let c = Connection::new(IngestConfig {
+            root: root.clone(),
+            segment_target_ms: 2000,
+            part_target_ms: 200,
+            window: 6,
+            max_message_size: 1 << 20,
+            owner: 1,
+            ts: false,
+            publish_secrets: secrets,
+            publish_callback: callback,
+            lifecycle: crate::store::Lifecycle {
+                grace_ms: 0,
+                takeover: Takeover::Refuse,
+            },
+            record: None,
+        });
+        (c, root)
+    }
+
+    #[test]
+    fn without_a_callback_a_direct_publish_is_live_or_refused_with_its_status() {
+        let (mut c, root) = conn("plain", false, Secrets::default());
+        let mut idx = Slots(vec![StreamIndex::ZERO; 4]);
+        let r = c.publish_direct("whip", "demo", None, Now::same(0), &mut idx);
+        assert_eq!(r.unwrap(), Direct::Live);
+        assert_eq!(c.key(), Some("demo"));
+        assert!(idx.has("demo") && root.join("demo").is_dir());
+        // The key is live: a second publisher is refused with 409.
+        let (mut c2, _) = conn("plain", false, Secrets::default());
+        let (refusal, _) = c2
+            .publish_direct("whip", "demo", None, Now::same(1), &mut idx)
+            .unwrap_err();
+        assert_eq!(refusal.status(), 409);
+        let (refusal, _) = c2
+            .publish_direct("whip", "no/pe", None, Now::same(1), &mut idx)
+            .unwrap_err();
+        assert_eq!(refusal.status(), 400);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn a_held_direct_publish_claims_nothing_until_the_callback_allows_or_renames() {
+        let (mut c, root) = conn("held", true, Secrets::default());
+        let mut idx = Slots(vec![StreamIndex::ZERO; 4]);
+        let r = c.publish_direct("whip", "secret", Some("pass=1"), Now::same(0), &mut idx);
+        assert_eq!(r.unwrap(), Direct::Held);
+        assert!(c.publish_pending() && c.key().is_none());
+        assert!(!idx.has("secret") && !root.join("secret").exists());
+        let ask = c.callback_request().unwrap();
+        assert_eq!(
+            (ask.app.as_str(), ask.name.as_str(), ask.query.as_deref()),
+            ("whip", "secret", Some("pass=1"))
+        );
+        c.resolve_direct(Decision::Rename("public".into()), Now::same(5), &mut idx)
+            .unwrap();
+        assert_eq!(c.key(), Some("public"));
+        assert!(idx.has("public") && !idx.has("secret"));
+        // No second answer for the same publish.
+        let (r, _) = c
+            .resolve_direct(Decision::Allow, Now::same(6), &mut idx)
+            .unwrap_err();
+        assert_eq!(r, Refusal::Other);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn a_held_direct_publish_refused_by_the_callback_gets_403_or_503() {
+        let mut idx = Slots(vec![StreamIndex::ZERO; 4]);
+        for (d, status) in [
+            (Decision::Deny("publish callback answered 403".into()), 403),
+            (
+                Decision::Unreachable("publish callback: timed out".into()),
+                503,
+            ),
+        ] {
+            let (mut c, root) = conn("refused", true, Secrets::default());
+            c.publish_direct("whip", "demo", None, Now::same(0), &mut idx)
+                .unwrap();
+            let (r, e) = c
+                .resolve_direct(d.clone(), Now::same(5), &mut idx)
+                .unwrap_err();
+            assert_eq!(r.status(), status);
+            assert_eq!(
+                e.to_string(),
+                format!("publish \"whip/demo\" refused: {}", d.refusal().unwrap())
+            );
+            assert!(!idx.has("demo") && !root.join("demo").exists());
+            assert!(!c.publish_pending());
+        }
+        // Allowed, but the key is live by now (another publisher got it meanwhile): 409.
+        let (mut live, root) = conn("refused", false, Secrets::default());
+        let (mut c, _) = conn("refused", true, Secrets::default());
+        c.publish_direct("whip", "demo", None, Now::same(0), &mut idx)
+            .unwrap();
+        live.publish_direct("whip", "demo", None, Now::same(1), &mut idx)
+            .unwrap();
+        let (r, _) = c
+            .resolve_direct(Decision::Allow, Now::same(2), &mut idx)
+            .unwrap_err();
+        assert_eq!(r.status(), 409);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn signed_keys_are_checked_before_a_direct_publish_is_held() {
+        let secret = b"a secret of enough length".to_vec();
+        let mut idx = Slots(vec![StreamIndex::ZERO; 4]);
+        let (mut c, _) = conn("signed", true, Secrets(vec![secret.clone()]));
+        c.set_unix_time(1_000);
+        let (r, _) = c
+            .publish_direct(
+                "whip",
+                "demo",
+                Some("exp=999&sig=AAAAAAAAAAAAAAAAAAAAAA"),
+                Now::same(0),
+                &mut idx,
+            )
+            .unwrap_err();
+        assert_eq!(r.status(), 403);
+        assert!(!c.publish_pending());
+        let signed = signed_key("demo", 2_000, &secret);
+        let query = signed.split_once('?').unwrap().1;
+        let got = c.publish_direct("whip", "demo", Some(query), Now::same(0), &mut idx);
+        assert_eq!(got.unwrap(), Direct::Held);
     }
 }

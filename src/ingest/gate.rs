@@ -108,7 +108,7 @@ impl Connection {
                 );
                 self.publish(p.stream_id, key, now, shared)
             }
-            Decision::Deny(why) => {
+            Decision::Deny(why) | Decision::Unreachable(why) => {
                 let why = format!("publish \"{app}/{}\" refused: {why}", p.name);
                 self.rtmp
                     .reject_publish(p.stream_id, "NetStream.Publish.BadName", &why);

@@ -24,7 +24,7 @@ use crate::store::{ClaimError, Lifecycle, Now, StreamIndex, StreamSettings, Tabl
 
 mod direct;
 mod gate;
-pub use direct::Refusal;
+pub use direct::{Direct, Refusal};
 pub use gate::CallbackAsk;
 
 /// Access to the shared table of stream indexes; the implementation holds the lock for

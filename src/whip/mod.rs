@@ -352,6 +352,15 @@ impl Peer {
         self.drain(now);
     }
 
+    /// The answer goes out only now (it waited for the publish callback): the handshake
+    /// time counts from here.
+    pub fn answer_sent(&mut self, now: Instant) {
+        if !self.connected {
+            self.started = now;
+            self.last_media = now;
+        }
+    }
+
     /// Time passed: retransmissions, RTCP, keyframe requests, timeouts.
     pub fn timeout(&mut self, now: Instant) {
         if self.closed.is_some() {

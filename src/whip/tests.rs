@@ -306,6 +306,17 @@ fn a_silent_publisher_times_out_and_a_stalled_handshake_too() {
     assert!(p.next_timeout() <= start + Duration::from_millis(5000));
     p.timeout(start + Duration::from_millis(5001));
     assert_eq!(p.closed(), Some(&Closed::HandshakeTimeout));
+
+    // An answer held back (publish callback) for 4 s: the handshake time starts when it
+    // is sent.
+    let (_c, offer, _pending) = publisher(start);
+    let (mut p, _) = Peer::accept(&offer, "10.0.0.2:7000".parse().unwrap(), start, cfg()).unwrap();
+    let sent = start + Duration::from_millis(4000);
+    p.answer_sent(sent);
+    p.timeout(start + Duration::from_millis(5001));
+    assert_eq!(p.closed(), None);
+    p.timeout(sent + Duration::from_millis(5001));
+    assert_eq!(p.closed(), Some(&Closed::HandshakeTimeout));
 }
 
 #[test]
