@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from test_player import browser  # noqa: F401 (fixture: node + playwright-core + Chromium)
+from test_auth import callback_server  # noqa: F401 (fixture: a real HTTP publish-callback service)
 from conftest import FFPROBE, http, modern_ffmpeg, parse_playlist, publish, wait_for
 
 GOLIVE_JS = Path(__file__).resolve().parent / "tools" / "golive.js"
@@ -437,3 +438,67 @@ def test_signed_keys_apply_to_whip_through_the_bearer_token(vid_factory):
             p.kill()
             p.wait()
     assert v.log().count('publish "whip/signed" refused') >= 2
+
+
+def test_publish_callback_decides_whip_publishes(vid_factory, callback_server):
+    """rtmp_live_on_publish applies to WHIP: the POST is held until the service answers.
+    Allowed: 201 and live; 403 from the service: 403; a redirect renames the stream; a
+    service that is down or too slow: 503. publish_done follows the end of the session.
+    A publisher that leaves while its offer is held costs nothing afterwards."""
+    from test_auth import cb_conf
+    cb = callback_server
+    v = vid_factory(stream_extra=cb_conf(cb))
+    allow = whip_publish(v.url("/whip/allowW?pass=xyz"), seconds=6, audio=False)
+    renamed = whip_publish(v.url("/whip/secretW"), seconds=6, audio=False)
+    try:
+        live_playlist(v, "allowW", segments=1)
+        live_playlist(v, "publicW", segments=1)
+        assert v.get("/live/secretW/index.m3u8").status == 404
+        assert not (v.prefix / "media" / "secretW").exists()
+        r = post(v, "denyW", OFFER.encode())
+        assert r.status == 403 and "publish callback answered 403" in r.text, r.text
+        t0 = time.monotonic()
+        r = post(v, "slowW", OFFER.encode())
+        assert r.status == 201 and time.monotonic() - t0 >= 1.9, (r.status, r.text)
+        assert "a=ice-lite" in r.text
+        # Gone while held: the offer is dropped, the service's late answer ignored.
+        with socket.create_connection(("127.0.0.1", v.http_port)) as s:
+            body = OFFER.encode()
+            s.sendall(b"POST /whip/slowGone HTTP/1.1\r\nHost: x\r\nContent-Type: application/sdp\r\n"
+                      + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            time.sleep(0.5)
+        wait_for(lambda: 'whip: "slowGone": the publisher left before the publish callback answered' in v.log(),
+                 5, what="the held offer dropped")
+        assert allow.wait(30) == 0, allow.stderr.read()
+        assert renamed.wait(30) == 0, renamed.stderr.read()
+    finally:
+        for p in (allow, renamed):
+            p.kill()
+            p.wait()
+    calls = {f["name"]: f for p, f, _ in cb.calls if p == "/publish"}
+    f = calls["allowW"]
+    assert (f["call"], f["app"], f["addr"], f["pass"]) == ("publish", "whip", "127.0.0.1", "xyz"), f
+    assert {"denyW", "secretW", "slowW", "slowGone"} <= set(calls)
+    wait_for(lambda: {f["name"] for p, f, _ in cb.calls if p == "/done"} >= {"allowW", "publicW"}, 10,
+             what="publish_done calls")
+    done = {f["name"]: f for p, f, _ in cb.calls if p == "/done"}
+    assert done["allowW"]["call"] == "publish_done" and done["allowW"]["app"] == "whip"
+    assert "denyW" not in done and "secretW" not in done and "slowGone" not in done
+    time.sleep(2.5)  # the gone publisher's late answer has come and gone
+    log = v.log()
+    assert 'publish "whip/secretW" renamed to "publicW" by the callback' in log
+    assert 'publish "whip/slowGone"' not in log.replace('publish "whip/slowGone" refused', "")
+    assert not (v.prefix / "media" / "slowGone").exists()
+    metrics = v.get("/metrics").text.splitlines()
+    assert "vid_whip_refusals_total 1" in metrics, [l for l in metrics if "whip" in l]
+
+    # A service that is down, or slower than rtmp_live_callback_timeout: 503 (try again).
+    from conftest import free_port
+    down = vid_factory(stream_extra=f"rtmp_live_on_publish http://127.0.0.1:{free_port()}/publish;")
+    r = post(down, "allowD", OFFER.encode())
+    assert r.status == 503 and "publish callback" in r.text, r.text
+    slow = vid_factory(stream_extra=cb_conf(cb, timeout="1s"))
+    t0 = time.monotonic()
+    r = post(slow, "slowT", OFFER.encode())
+    assert r.status == 503 and "timed out" in r.text, r.text
+    assert 1.0 <= time.monotonic() - t0 < 1.9

@@ -82,6 +82,25 @@ pub(crate) unsafe extern "C" fn set_url(
     NGX_CONF_OK
 }
 
+/// A `rtmp_live` server's callback settings (RTMP and WHIP publishes use them).
+#[derive(Clone, Copy)]
+pub(crate) struct Settings {
+    pub on_publish: *mut ngx_url_t,
+    pub on_done: *mut ngx_url_t,
+    pub timeout: ngx_msec_t,
+}
+
+/// Who waits for a publish callback's answer.
+#[derive(Clone, Copy)]
+pub(crate) enum Owner {
+    /// A notification: nobody.
+    Nobody,
+    /// The RTMP connection of a held publish.
+    Rtmp(*mut ngx_connection_t),
+    /// A WHIP offer held by this worker, by its number (see `super::whip`).
+    Whip(usize),
+}
+
 /// The callback settings of a session (from its server's configuration).
 pub(crate) struct Calls {
     on_publish: *mut ngx_url_t,
@@ -96,16 +115,12 @@ pub(crate) struct Calls {
 }
 
 impl Calls {
-    pub(crate) unsafe fn new(
-        on_publish: *mut ngx_url_t,
-        on_done: *mut ngx_url_t,
-        timeout: ngx_msec_t,
-        c: *mut ngx_connection_t,
-    ) -> Self {
+    /// `c`: the publisher's connection (its address is sent to the callback).
+    pub(crate) unsafe fn new(settings: Settings, c: *mut ngx_connection_t) -> Self {
         Calls {
-            on_publish,
-            on_done,
-            timeout,
+            on_publish: settings.on_publish,
+            on_done: settings.on_done,
+            timeout: settings.timeout,
             addr: String::from_utf8_lossy((*c).addr_text.as_bytes()).into_owned(),
             call: ptr::null_mut(),
             live: None,
@@ -123,8 +138,8 @@ pub(crate) struct Call {
     out: Vec<u8>,
     sent: usize,
     reader: ResponseReader,
-    /// The RTMP connection waiting for the answer; null for notifications.
-    owner: *mut ngx_connection_t,
+    /// Who waits for the answer.
+    owner: Owner,
     buf: Vec<u8>,
 }
 
@@ -139,7 +154,7 @@ unsafe fn start(
     timeout: ngx_msec_t,
     kind: CallKind,
     fields: &Fields,
-    owner: *mut ngx_connection_t,
+    owner: Owner,
 ) -> Result<*mut Call, String> {
     let host = String::from_utf8_lossy((*u).host.as_bytes()).into_owned();
     let host = if (*u).port != 80 {
@@ -199,14 +214,15 @@ unsafe fn cancel(call: *mut Call) {
 unsafe fn finish(call: *mut Call, res: Result<callback::Response, String>) {
     let owner = (*call).owner;
     cancel(call);
-    if owner.is_null() {
-        return; // a notification: the answer does not matter
-    }
-    let decision = match &res {
+    let decision = || match &res {
         Ok(r) => callback::decide(&Ok(r.clone())),
-        Err(e) => Decision::Deny(format!("publish callback: {e}")),
+        Err(e) => Decision::Unreachable(format!("publish callback: {e}")),
     };
-    super::stream::callback_answered(owner, decision);
+    match owner {
+        Owner::Nobody => {} // a notification: the answer does not matter
+        Owner::Rtmp(c) => super::stream::callback_answered(c, decision()),
+        Owner::Whip(id) => super::whip::callback_answered(id, decision()),
+    }
 }
 
 unsafe extern "C" fn write_handler(wev: *mut ngx_event_t) {
@@ -277,7 +293,7 @@ unsafe extern "C" fn read_handler(rev: *mut ngx_event_t) {
 pub(crate) unsafe fn after_feed(
     calls: &mut Calls,
     conn: &mut crate::ingest::Connection,
-    owner: *mut ngx_connection_t,
+    owner: Owner,
 ) -> Result<(), Decision> {
     track_end(calls, conn.app(), conn.key());
     if !calls.enabled() || !calls.call.is_null() {
@@ -303,7 +319,7 @@ pub(crate) unsafe fn after_feed(
             calls.call = call;
             Ok(())
         }
-        Err(e) => Err(Decision::Deny(format!("publish callback: {e}"))),
+        Err(e) => Err(Decision::Unreachable(format!("publish callback: {e}"))),
     }
 }
 
@@ -338,7 +354,7 @@ unsafe fn notify_done(calls: &Calls, app: &str, key: &str) {
         calls.timeout,
         CallKind::PublishDone,
         &fields,
-        ptr::null_mut(),
+        Owner::Nobody,
     ) {
         ngx_log_error!(
             NGX_LOG_ERR,

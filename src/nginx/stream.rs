@@ -476,11 +476,26 @@ unsafe fn ingest_config(conf: &SrvConf) -> IngestConfig {
     }
 }
 
+/// A server's publish callbacks.
+fn callback_settings(conf: &SrvConf) -> super::callback::Settings {
+    super::callback::Settings {
+        on_publish: conf.on_publish,
+        on_done: conf.on_publish_done,
+        timeout: conf.callback_timeout,
+    }
+}
+
+/// What a publish without RTMP (WHIP) takes from the `rtmp_live ZONE` server of its zone.
+pub(super) struct DirectIngest {
+    pub cfg: IngestConfig,
+    /// `rtmp_live_timeout`.
+    pub timeout: ngx_msec_t,
+    pub calls: super::callback::Settings,
+}
+
 /// The ingest settings of the first `rtmp_live ZONE` server of the running configuration
-/// for `zone` (WHIP publishes use them too), and its `rtmp_live_timeout`.
-pub(super) unsafe fn ingest_config_for(
-    zone: *mut ngx_shm_zone_t,
-) -> Option<(IngestConfig, ngx_msec_t)> {
+/// for `zone` (WHIP publishes use them too).
+pub(super) unsafe fn ingest_config_for(zone: *mut ngx_shm_zone_t) -> Option<DirectIngest> {
     let cycle = nginx_sys::ngx_cycle;
     // SAFETY: the running cycle's configuration; its stream{} context, when there is one,
     // holds the core module's main configuration with the list of servers.
@@ -498,7 +513,11 @@ pub(super) unsafe fn ingest_config_for(
         let conf =
             &*(*(*(*cscf).ctx).srv_conf.add(ngx_stream_vid_module.ctx_index) as *const SrvConf);
         if conf.zone == zone {
-            return Some((ingest_config(conf), conf.timeout));
+            return Some(DirectIngest {
+                cfg: ingest_config(conf),
+                timeout: conf.timeout,
+                calls: callback_settings(conf),
+            });
         }
     }
     None
@@ -523,12 +542,7 @@ unsafe extern "C" fn handler(s: *mut ngx_stream_session_t) {
         accepted_ms: mono_ms(),
         last_read_ms: mono_ms(),
         buf: vec![0u8; PRE_PUBLISH_BUF],
-        calls: super::callback::Calls::new(
-            conf.on_publish,
-            conf.on_publish_done,
-            conf.callback_timeout,
-            c,
-        ),
+        calls: super::callback::Calls::new(callback_settings(conf), c),
         rate: super::auth::rate_cap(conf.max_bitrate),
         end_on_close: false,
     }));
@@ -712,7 +726,8 @@ unsafe fn settle(
             return false;
         }
     }
-    if let Err(d) = super::callback::after_feed(&mut session.calls, &mut session.conn, c) {
+    let owner = super::callback::Owner::Rtmp(c);
+    if let Err(d) = super::callback::after_feed(&mut session.calls, &mut session.conn, owner) {
         return answer(c, session, d);
     }
     if !flush(c, session) {

@@ -26,20 +26,23 @@ use std::time::Instant;
 use nginx_sys::{
     ngx_chain_t, ngx_close_connection, ngx_command_t, ngx_conf_set_num_slot, ngx_conf_set_str_slot,
     ngx_conf_t, ngx_connection_t, ngx_cycle_t, ngx_event_t, ngx_get_connection,
-    ngx_handle_read_event, ngx_http_conf_ctx_t, ngx_http_finalize_request, ngx_http_module_t,
-    ngx_http_read_client_request_body, ngx_http_request_t, ngx_int_t, ngx_shm_zone_t, ngx_str_t,
-    ngx_uint_t, NGX_CONF_TAKE1, NGX_DONE, NGX_HTTP_DELETE, NGX_HTTP_INTERNAL_SERVER_ERROR,
-    NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET,
-    NGX_HTTP_MODULE, NGX_HTTP_NOT_ALLOWED, NGX_HTTP_OPTIONS, NGX_HTTP_POST,
-    NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_EMERG, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_NOTICE,
-    NGX_LOG_WARN, NGX_OK,
+    ngx_handle_read_event, ngx_http_cleanup_add, ngx_http_cleanup_t, ngx_http_conf_ctx_t,
+    ngx_http_finalize_request, ngx_http_module_t, ngx_http_read_client_request_body,
+    ngx_http_request_t, ngx_http_run_posted_requests, ngx_http_test_reading, ngx_int_t,
+    ngx_shm_zone_t, ngx_str_t, ngx_uint_t, NGX_CONF_TAKE1, NGX_DONE, NGX_HTTP_DELETE,
+    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
+    NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_MODULE, NGX_HTTP_NOT_ALLOWED,
+    NGX_HTTP_OPTIONS, NGX_HTTP_POST, NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_EMERG, NGX_LOG_ERR,
+    NGX_LOG_INFO, NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_OK,
 };
 use ngx::{ngx_conf_log_error, ngx_log_error};
 
+use super::callback::{self, Calls, Owner};
 use super::timer::WorkerEvent;
 use super::zone::{self, Zone};
 use super::{command, NGX_CONF_ERROR, NGX_CONF_OK, NGX_CONF_UNSET_UINT};
-use crate::ingest::{Connection, IngestError, LogLevel};
+use crate::auth::callback::Decision;
+use crate::ingest::{Connection, Direct, IngestError, LogLevel};
 use crate::whip::{Closed, Peer, PeerConfig, MAX_DATAGRAM, MAX_OFFER};
 
 /// Sessions per worker unless `hls_live_whip_max_sessions` says otherwise.
@@ -218,6 +221,8 @@ struct Session {
     peer: Peer,
     conn: Connection,
     zone: Zone,
+    /// Publish callbacks (`rtmp_live_on_publish_done` when the session ends).
+    calls: Calls,
     /// The publisher's address once ICE picked it.
     remote: Option<SocketAddr>,
     last_owner_check: Instant,
@@ -551,6 +556,7 @@ unsafe fn end_session(mut s: Session, why: &str, reason: usize) {
         log_line(log, level, &msg);
     }
     super::catalog::submit(s.conn.take_sessions(), log);
+    callback::on_close(&mut s.calls, "whip", None);
 }
 
 fn log_line(log: *mut nginx_sys::ngx_log_t, level: LogLevel, msg: &str) {
@@ -656,7 +662,9 @@ unsafe extern "C" fn post_body(r: *mut ngx_http_request_t) {
             NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t
         }
     };
-    ngx_http_finalize_request(r, rc);
+    if rc != NGX_DONE as ngx_int_t {
+        ngx_http_finalize_request(r, rc);
+    }
 }
 
 /// The request body, from memory or nginx's temporary file; None if larger than `max`.
@@ -726,7 +734,7 @@ unsafe fn offer(r: *mut ngx_http_request_t) -> ngx_int_t {
         return refuse(r, 413, "offer larger than 64 KiB");
     };
     let sdp = String::from_utf8_lossy(&sdp).into_owned();
-    let Some((cfg, timeout)) = super::stream::ingest_config_for(conf.zone) else {
+    let Some(ingest) = super::stream::ingest_config_for(conf.zone) else {
         ngx_log_error!(
             NGX_LOG_ERR,
             log,
@@ -735,9 +743,10 @@ unsafe fn offer(r: *mut ngx_http_request_t) -> ngx_int_t {
         );
         return refuse(r, 500, "WHIP is not configured on this server");
     };
+    let held = HELD.with_borrow(|h| h.offers.len());
     let ready = WORKER.with_borrow(|w| {
         w.as_ref()
-            .map(|w| (w.sessions.len() < w.max_sessions, w.advertised))
+            .map(|w| (w.sessions.len() + held < w.max_sessions, w.advertised))
     });
     let Some((room, advertised)) = ready else {
         ngx_log_error!(
@@ -757,16 +766,15 @@ unsafe fn offer(r: *mut ngx_http_request_t) -> ngx_int_t {
         );
         return refuse(r, 503, "too many WebRTC sessions");
     }
-    let segment_target_ms = cfg.segment_target_ms;
     let now = Instant::now();
-    let (mut peer, answer) = match Peer::accept(
+    let (peer, answer) = match Peer::accept(
         &sdp,
         advertised,
         now,
         PeerConfig {
-            segment_target_ms,
+            segment_target_ms: ingest.cfg.segment_target_ms,
             handshake_timeout_ms: HANDSHAKE_TIMEOUT_MS,
-            idle_timeout_ms: timeout as u64,
+            idle_timeout_ms: ingest.timeout as u64,
         },
     ) {
         Ok(x) => x,
@@ -790,25 +798,177 @@ unsafe fn offer(r: *mut ngx_http_request_t) -> ngx_int_t {
             (!a.is_empty()).then(|| String::from_utf8_lossy(a).into_owned())
         }
     };
-    let mut conn = Connection::new(cfg);
-    conn.set_unix_time(super::auth::unix_s());
-    let z = Zone::new(conf.zone);
-    let mut zone = z;
-    if let Err((refusal, e)) =
-        conn.publish_direct("whip", &key, query.as_deref(), super::now(), &mut zone)
+    let mut o = Offer {
+        key,
+        peer,
+        conn: Connection::new(ingest.cfg),
+        zone: Zone::new(conf.zone),
+        calls: Calls::new(ingest.calls, (*r).connection),
+        answer,
+        advertised,
+    };
+    o.conn.set_unix_time(super::auth::unix_s());
+    let mut zone = o.zone;
+    match o
+        .conn
+        .publish_direct("whip", &o.key, query.as_deref(), super::now(), &mut zone)
     {
-        ngx_log_error!(NGX_LOG_ERR, log, "whip: {}", e);
-        super::metrics::ingest(ptr::null_mut(), &mut conn, Some(&e));
-        peer.close(Closed::Failed("refused".into()));
-        return refuse(r, refusal.status() as u32, &e.to_string());
+        Ok(Direct::Live) => go_live(r, o),
+        Ok(Direct::Held) => hold(r, o),
+        Err((refusal, e)) => refused(r, o, refusal, e),
     }
-    let (video, audio) = peer.tracks();
-    conn.expect_tracks(video, audio);
-    for (level, msg) in conn.take_log() {
+}
+
+/// An accepted offer whose publish is live or waits for the publish callback.
+struct Offer {
+    key: String,
+    peer: Peer,
+    conn: Connection,
+    zone: Zone,
+    calls: Calls,
+    /// The SDP answer, sent once the publish is live.
+    answer: String,
+    advertised: SocketAddr,
+}
+
+/// Offers of this worker waiting for the publish callback's answer (the POST is held).
+#[derive(Default)]
+struct HeldOffers {
+    next_id: usize,
+    offers: Vec<HeldOffer>,
+}
+
+struct HeldOffer {
+    id: usize,
+    r: *mut ngx_http_request_t,
+    cleanup: *mut ngx_http_cleanup_t,
+    offer: Offer,
+}
+
+thread_local! {
+    static HELD: RefCell<HeldOffers> = RefCell::new(HeldOffers::default());
+}
+
+/// The publish waits for `rtmp_live_on_publish`: the POST is answered when it answers
+/// ([`callback_answered`]), within `rtmp_live_callback_timeout`.
+unsafe fn hold(r: *mut ngx_http_request_t, mut o: Offer) -> ngx_int_t {
+    let cln = ngx_http_cleanup_add(r, 0);
+    if cln.is_null() {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    }
+    let id = HELD.with_borrow_mut(|h| {
+        h.next_id = h.next_id.wrapping_add(1);
+        h.next_id
+    });
+    if let Err(d) = callback::after_feed(&mut o.calls, &mut o.conn, Owner::Whip(id)) {
+        return decided(r, o, d);
+    }
+    ngx_log_error!(
+        NGX_LOG_INFO,
+        (*(*r).connection).log,
+        "whip: \"{}\": waiting for the publish callback",
+        o.key
+    );
+    (*cln).handler = Some(forget_offer);
+    (*cln).data = id as *mut c_void;
+    HELD.with_borrow_mut(|h| {
+        h.offers.push(HeldOffer {
+            id,
+            r,
+            cleanup: cln,
+            offer: o,
+        })
+    });
+    // Notice a publisher that gives up while it waits.
+    (*r).read_event_handler = Some(ngx_http_test_reading);
+    NGX_DONE as ngx_int_t
+}
+
+/// The publish callback answered for held offer `id` (see src/nginx/callback.rs).
+pub(super) unsafe fn callback_answered(id: usize, d: Decision) {
+    let Some(h) = HELD.with_borrow_mut(|h| {
+        let i = h.offers.iter().position(|o| o.id == id)?;
+        Some(h.offers.swap_remove(i))
+    }) else {
+        return;
+    };
+    (*h.cleanup).handler = None;
+    let r = h.r;
+    let c = (*r).connection;
+    let mut o = h.offer;
+    callback::answered(&mut o.calls);
+    let rc = match catch_unwind(AssertUnwindSafe(|| decided(r, o, d))) {
+        Ok(rc) => rc,
+        Err(_) => {
+            ngx_log_error!(NGX_LOG_ERR, (*c).log, "whip: internal error");
+            NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t
+        }
+    };
+    ngx_http_finalize_request(r, rc);
+    ngx_http_run_posted_requests(c);
+}
+
+/// A held offer's request ended before the callback answered (the publisher left, or
+/// the worker is shutting down): the call is cancelled, nothing was published.
+unsafe extern "C" fn forget_offer(data: *mut c_void) {
+    let id = data as usize;
+    let Some(h) = HELD.with_borrow_mut(|h| {
+        let i = h.offers.iter().position(|o| o.id == id)?;
+        Some(h.offers.swap_remove(i))
+    }) else {
+        return;
+    };
+    let mut o = h.offer;
+    callback::on_close(&mut o.calls, "whip", None);
+    o.peer.close(Closed::Failed("the publisher left".into()));
+    ngx_log_error!(
+        NGX_LOG_NOTICE,
+        ngx::log::ngx_cycle_log().as_ptr(),
+        "whip: \"{}\": the publisher left before the publish callback answered",
+        o.key
+    );
+}
+
+/// The publish callback's answer for a held offer: live, or refused.
+unsafe fn decided(r: *mut ngx_http_request_t, mut o: Offer, d: Decision) -> ngx_int_t {
+    let mut zone = o.zone;
+    match o.conn.resolve_direct(d, super::now(), &mut zone) {
+        Ok(()) => {
+            o.peer.answer_sent(Instant::now());
+            go_live(r, o)
+        }
+        Err((refusal, e)) => refused(r, o, refusal, e),
+    }
+}
+
+unsafe fn refused(
+    r: *mut ngx_http_request_t,
+    mut o: Offer,
+    refusal: crate::ingest::Refusal,
+    e: IngestError,
+) -> ngx_int_t {
+    let log = (*(*r).connection).log;
+    ngx_log_error!(NGX_LOG_ERR, log, "whip: {}", e);
+    super::metrics::ingest(ptr::null_mut(), &mut o.conn, Some(&e));
+    callback::on_close(&mut o.calls, "whip", None);
+    o.peer.close(Closed::Failed("refused".into()));
+    refuse(r, refusal.status() as u32, &e.to_string())
+}
+
+/// The publish is live: the session starts, the answer goes out.
+unsafe fn go_live(r: *mut ngx_http_request_t, mut o: Offer) -> ngx_int_t {
+    let log = (*(*r).connection).log;
+    let (video, audio) = o.peer.tracks();
+    o.conn.expect_tracks(video, audio);
+    for (level, msg) in o.conn.take_log() {
         log_line(log, level, &msg);
     }
-    super::metrics::ingest(ptr::null_mut(), &mut conn, None);
-    super::catalog::submit(conn.take_sessions(), log);
+    super::metrics::ingest(ptr::null_mut(), &mut o.conn, None);
+    super::catalog::submit(o.conn.take_sessions(), log);
+    // Remembers the live key for `rtmp_live_on_publish_done` (nothing is held now).
+    let _ = callback::after_feed(&mut o.calls, &mut o.conn, Owner::Nobody);
+    // Renamed by the callback: the session is the new key's.
+    let key = o.conn.key().unwrap_or(&o.key).to_owned();
     let id = format!("w{}-{}", { nginx_sys::ngx_worker }, random_hex());
     let location = format!(
         "{}/{}",
@@ -820,9 +980,10 @@ unsafe fn offer(r: *mut ngx_http_request_t) -> ngx_int_t {
             w.sessions.push(Session {
                 id,
                 key: key.clone(),
-                peer,
-                conn,
-                zone: z,
+                peer: o.peer,
+                conn: o.conn,
+                zone: o.zone,
+                calls: o.calls,
                 remote: None,
                 last_owner_check: Instant::now(),
                 deleted: false,
@@ -842,9 +1003,9 @@ unsafe fn offer(r: *mut ngx_http_request_t) -> ngx_int_t {
         "whip: \"{}\": session {} answered, media on UDP {}",
         key,
         location,
-        advertised
+        o.advertised
     );
-    super::respond::send_text_status(r, 201, "application/sdp", answer.as_bytes(), 0)
+    super::respond::send_text_status(r, 201, "application/sdp", o.answer.as_bytes(), 0)
 }
 
 /// 128 random bits, hex: the session's secret id.
