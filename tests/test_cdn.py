@@ -411,7 +411,7 @@ def test_coalescing_200_llhls_viewers(vid_factory, edge_factory):
     # At most one origin request per part and per blocking playlist version; the plain
     # playlist is fetched once per TD/2 at most while viewers start (constant: 3).
     dups = {u: c for u, c in per_uri.items() if c > 1}
-    assert not dups, dups
+    assert not dups, {u: [(st, n) for uu, st, n in mine if uu == u] for u in dups}
     assert plain <= 3 + 2 * 3, plain  # edge_playlist polling before the viewers + start
     edge_lines = e1.access_log()[skip_lines:]
     status = collections.Counter(re.search(r"cache=(\S+)", l).group(1) for l in edge_lines)
