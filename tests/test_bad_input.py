@@ -488,7 +488,9 @@ def test_garbage_media_after_publish(origin):
         sid = c.create_stream()
         c.command("publish", 0, None, "junk", "live", stream_id=sid, csid=8)
         assert c.status()["code"] == "NetStream.Publish.Start"
-        c.message(9, b"\x17\x00\x00\x00\x00" + b"\x01\xff\xff\xff\xff" + os.urandom(40), stream_id=sid, csid=6)
+        # avcC with one SPS whose length (65535) is beyond any real one.
+        c.message(9, b"\x17\x00\x00\x00\x00" + b"\x01\x64\x00\x1f\xff\xe1\xff\xff" + os.urandom(40),
+                  stream_id=sid, csid=6)
         assert c.wait_closed(3), "connection not closed"
         wait_log(log, "malformed")
         wait_log(log, 'publish "live/junk" ended')
