@@ -15,7 +15,10 @@ Measured, per server, median over --repeat runs:
      the master and all its children) per stream-minute, and the largest worker VmRSS
      (also without shared memory, since vid's index zone is mapped into every worker,
      and its private heap alone, RssAnon: VmRSS also counts the code pages of nginx, the
-     modules and libraries, which all processes running them share);
+     modules and libraries, which all processes running them share; and what only that
+     worker holds, Private_Clean + Private_Dirty of smaps_rollup: RssAnon also counts
+     pages the worker still shares with the master since the fork, such as the module's
+     relocated data and the configuration);
   2. with one publisher live on each server, once the playlists hold a full window:
      playlist requests/s under `wrk -t2 -c64`, the servers' runs interleaved.
 
@@ -180,7 +183,7 @@ def read_stat(pid):
 
 
 def memory_kib(pid):
-    """(VmRSS, RssShmem, RssAnon) of pid in KiB. VmRSS counts the shared-memory pages the
+    """(VmRSS, RssShmem, RssAnon, Private) of pid in KiB. VmRSS counts the shared-memory pages the
     process has touched (for vid: its hls_live_zone), so the figure without it is reported
     too; and the pages of program code mapped from files (nginx, modules, libraries), which
     every process running them shares, so the private heap (RssAnon) is reported too."""
@@ -193,7 +196,16 @@ def memory_kib(pid):
                     found[key] = int(value.split()[0])
     except (OSError, ValueError, IndexError):
         pass
-    return found.get("VmRSS", 0), found.get("RssShmem", 0), found.get("RssAnon", 0)
+    private = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key in ("Private_Clean", "Private_Dirty"):
+                    private += int(value.split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    return found.get("VmRSS", 0), found.get("RssShmem", 0), found.get("RssAnon", 0), private
 
 
 def cmdline(pid):
@@ -390,6 +402,7 @@ class LoadResult:
     max_worker_rss_mib: float  # VmRSS of the worker with the most
     private_of_max_rss_mib: float  # ... less shared memory (VmRSS - RssShmem)
     anon_of_max_rss_mib: float  # ... its private heap only (RssAnon)
+    own_of_max_rss_mib: float  # ... what it alone holds (Private_Clean + Private_Dirty)
 
 
 def measure_load(server, count, seconds, input_path, workdir):
@@ -397,7 +410,7 @@ def measure_load(server, count, seconds, input_path, workdir):
         wait_for_playlists(server, procs)
         pids = server.pids()
         start_cpu, start = cpu_times(pids), time.monotonic()
-        max_rss = (0, 0, 0)
+        max_rss = (0, 0, 0, 0)
         while True:
             max_rss = max([max_rss] + [memory_kib(p) for p in server.worker_pids()])
             left = seconds - (time.monotonic() - start)
@@ -410,8 +423,9 @@ def measure_load(server, count, seconds, input_path, workdir):
         if set(end_cpu) != set(start_cpu):
             raise BenchError(f"{server.name}: a server process exited during the window")
     cpu = sum(end_cpu[p] - start_cpu[p] for p in end_cpu)
-    rss, shmem, anon = max_rss
-    return LoadResult(cpu / (count * elapsed / 60.0), rss / 1024.0, (rss - shmem) / 1024.0, anon / 1024.0)
+    rss, shmem, anon, own = max_rss
+    return LoadResult(cpu / (count * elapsed / 60.0), rss / 1024.0, (rss - shmem) / 1024.0, anon / 1024.0,
+                      own / 1024.0)
 
 
 @dataclass
@@ -573,6 +587,7 @@ def report(res, args, env_lines, input_line):
         add(f"max worker RSS MiB, {label}", load, "max_worker_rss_mib", ".1f")
         add("  without shared memory MiB", load, "private_of_max_rss_mib", ".1f")
         add("  private heap (RssAnon) MiB", load, "anon_of_max_rss_mib", ".1f")
+        add("  held by the worker alone MiB", load, "own_of_max_rss_mib", ".1f", "<= 1.0")
     add("playlist req/s, 1 publisher", res.wrk, "requests_per_second", ".0f", ">= 0.9")
     add("playlist size, bytes", res.wrk, "playlist_bytes", ".0f")
 
@@ -676,7 +691,8 @@ def run(args):
                         f"{got.cpu_per_stream_minute:.4f} CPU s/stream-min, "
                         f"worker RSS {got.max_worker_rss_mib:.1f} MiB "
                         f"({got.private_of_max_rss_mib:.1f} without shared memory, "
-                        f"{got.anon_of_max_rss_mib:.1f} private heap)")
+                        f"{got.anon_of_max_rss_mib:.1f} private heap, "
+                        f"{got.own_of_max_rss_mib:.1f} held by it alone)")
         log(f"[wrk] playlist requests/s: {args.repeat} run(s) per server ...")
         res.wrk = measure_playlists([SERVERS[name](name, args.workers) for name in args.servers],
                                     input_path, workdir, args)

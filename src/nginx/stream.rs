@@ -429,8 +429,6 @@ struct Session {
     /// Monotonic instants: accepted, last read.
     accepted_ms: i64,
     last_read_ms: i64,
-    /// Small until the publish is accepted: an unauthenticated socket costs little.
-    buf: Vec<u8>,
     /// Publish callbacks of this session (src/nginx/callback.rs).
     calls: super::callback::Calls,
     /// `rtmp_live_max_bitrate`.
@@ -439,10 +437,42 @@ struct Session {
     end_on_close: bool,
 }
 
-/// Read buffer before and after the publish is accepted.
-const PRE_PUBLISH_BUF: usize = 4 * 1024;
-/// 16 KiB: a 3 Mbit/s publisher needs ~25 reads a second; each publisher keeps its buffer.
-const PUBLISH_BUF: usize = 16 * 1024;
+/// Bytes taken per read before the publish is accepted: an unauthenticated client's
+/// input is consumed in small steps.
+const PRE_PUBLISH_READ: usize = 4 * 1024;
+/// Bytes taken per read once publishing.
+const PUBLISH_READ: usize = 64 * 1024;
+
+thread_local! {
+    /// The worker's one read buffer. A session consumes all it reads before the next read
+    /// (its RTMP parser keeps what belongs to incomplete messages), so no connection keeps
+    /// a buffer of its own: an idle or unauthenticated socket costs none, a publisher 16
+    /// KiB less than with a buffer each.
+    static READ_BUF: core::cell::RefCell<Vec<u8>> = const { core::cell::RefCell::new(Vec::new()) };
+}
+
+/// The worker's read buffer while a read handler runs; given back when dropped.
+struct ReadBuf(Vec<u8>);
+
+impl ReadBuf {
+    fn take() -> Self {
+        let mut b = READ_BUF.with_borrow_mut(core::mem::take);
+        // Empty when this is the first read, or (never expected) a nested one.
+        b.resize(PUBLISH_READ, 0);
+        ReadBuf(b)
+    }
+}
+
+impl Drop for ReadBuf {
+    fn drop(&mut self) {
+        let b = core::mem::take(&mut self.0);
+        READ_BUF.with_borrow_mut(|r| {
+            if r.is_empty() {
+                *r = b;
+            }
+        });
+    }
+}
 /// The connection timer's period: idle and handshake limits, takeover checks.
 const TICK_MS: ngx_msec_t = 1000;
 
@@ -541,7 +571,6 @@ unsafe extern "C" fn handler(s: *mut ngx_stream_session_t) {
         handshake_timeout: conf.handshake_timeout,
         accepted_ms: mono_ms(),
         last_read_ms: mono_ms(),
-        buf: vec![0u8; PRE_PUBLISH_BUF],
         calls: super::callback::Calls::new(callback_settings(conf), c),
         rate: super::auth::rate_cap(conf.max_bitrate),
         end_on_close: false,
@@ -796,8 +825,14 @@ unsafe extern "C" fn read_handler(rev: *mut ngx_event_t) {
         Some(f) => f,
         None => return finalize(c, NGX_STREAM_INTERNAL_SERVER_ERROR),
     };
+    let mut buf = ReadBuf::take();
     loop {
-        let n = recv(c, session.buf.as_mut_ptr(), session.buf.len());
+        let want = if session.conn.key().is_some() {
+            PUBLISH_READ
+        } else {
+            PRE_PUBLISH_READ
+        };
+        let n = recv(c, buf.0.as_mut_ptr(), want);
         if n == NGX_AGAIN as isize {
             break;
         }
@@ -815,15 +850,9 @@ unsafe extern "C" fn read_handler(rev: *mut ngx_event_t) {
             session.end_on_close = true;
             return finalize(c, NGX_STREAM_OK);
         }
-        let mut buf = core::mem::take(&mut session.buf);
-        let alive = feed(c, session, &buf[..n as usize]);
-        if !alive {
+        if !feed(c, session, &buf.0[..n as usize]) {
             return;
         }
-        if buf.len() < PUBLISH_BUF && session.conn.key().is_some() {
-            buf.resize(PUBLISH_BUF, 0);
-        }
-        session.buf = buf;
     }
     if ngx_handle_read_event(rev, 0) != NGX_OK as ngx_int_t {
         finalize(c, NGX_STREAM_INTERNAL_SERVER_ERROR);
