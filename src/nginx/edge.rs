@@ -100,7 +100,7 @@ static CTX: ngx_http_module_t = ngx_http_module_t {
     create_srv_conf: None,
     merge_srv_conf: None,
     create_loc_conf: Some(create_loc_conf),
-    merge_loc_conf: Some(merge_loc_conf),
+    merge_loc_conf: Some(<EdgeModule as ngx::http::HttpModule>::merge_loc_conf),
 };
 
 nginx_module!(ngx_http_vid_edge_module, NGX_HTTP_MODULE);
@@ -117,20 +117,18 @@ unsafe extern "C" fn create_loc_conf(cf: *mut ngx_conf_t) -> *mut c_void {
     conf.cast()
 }
 
-unsafe extern "C" fn merge_loc_conf(
-    _cf: *mut ngx_conf_t,
-    parent: *mut c_void,
-    child: *mut c_void,
-) -> *mut c_char {
-    let prev = &*(parent as *const LocConf);
-    let conf = &mut *(child as *mut LocConf);
-    super::merge(
-        &mut conf.timeout,
-        prev.timeout,
-        NGX_CONF_UNSET_MSEC,
-        DEFAULT_TIMEOUT,
-    );
-    NGX_CONF_OK
+http_location_merge!(EdgeModule, ngx_http_vid_edge_module, LocConf);
+
+impl ngx::http::Merge for LocConf {
+    fn merge(&mut self, prev: &Self) -> Result<(), ngx::http::MergeConfigError> {
+        super::merge(
+            &mut self.timeout,
+            prev.timeout,
+            NGX_CONF_UNSET_MSEC,
+            DEFAULT_TIMEOUT,
+        );
+        Ok(())
+    }
 }
 
 unsafe fn main_conf_of_cf(cf: *mut ngx_conf_t) -> *mut MainConf {

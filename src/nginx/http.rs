@@ -221,6 +221,48 @@ unsafe extern "C" fn create_loc_conf(cf: *mut ngx_conf_t) -> *mut c_void {
     conf.cast()
 }
 
+impl ngx::http::Merge for LocConf {
+    fn merge(&mut self, prev: &Self) -> Result<(), ngx::http::MergeConfigError> {
+        let unset_flag = NGX_CONF_UNSET as ngx_flag_t;
+        merge(&mut self.enable, prev.enable, unset_flag, 0);
+        merge(&mut self.low_latency, prev.low_latency, unset_flag, 1);
+        merge(
+            &mut self.format,
+            prev.format,
+            NGX_CONF_UNSET_UINT,
+            FORMAT_FMP4,
+        );
+        if self.variants.is_null() {
+            self.variants = prev.variants;
+        }
+        if self.token_secrets.is_null() {
+            self.token_secrets = prev.token_secrets;
+        }
+        merge(
+            &mut self.max_held,
+            prev.max_held,
+            NGX_CONF_UNSET_UINT,
+            10_000,
+        );
+        merge(
+            &mut self.token_bind_addr,
+            prev.token_bind_addr,
+            unset_flag,
+            0,
+        );
+        if self.zone_name.data.is_null() {
+            self.zone_name = if prev.zone_name.data.is_null() {
+                ngx::ngx_string!("live")
+            } else {
+                prev.zone_name
+            };
+        }
+        Ok(())
+    }
+}
+
+/// The settings inherited ([`ngx::http::Merge`]), then the zone of a location that
+/// serves streams (nginx adds shared zones while the configuration is read).
 unsafe extern "C" fn merge_loc_conf(
     cf: *mut ngx_conf_t,
     parent: *mut c_void,
@@ -228,39 +270,8 @@ unsafe extern "C" fn merge_loc_conf(
 ) -> *mut c_char {
     let prev = &*(parent as *const LocConf);
     let conf = &mut *(child as *mut LocConf);
-    let unset_flag = NGX_CONF_UNSET as ngx_flag_t;
-    merge(&mut conf.enable, prev.enable, unset_flag, 0);
-    merge(&mut conf.low_latency, prev.low_latency, unset_flag, 1);
-    merge(
-        &mut conf.format,
-        prev.format,
-        NGX_CONF_UNSET_UINT,
-        FORMAT_FMP4,
-    );
-    if conf.variants.is_null() {
-        conf.variants = prev.variants;
-    }
-    if conf.token_secrets.is_null() {
-        conf.token_secrets = prev.token_secrets;
-    }
-    merge(
-        &mut conf.max_held,
-        prev.max_held,
-        NGX_CONF_UNSET_UINT,
-        10_000,
-    );
-    merge(
-        &mut conf.token_bind_addr,
-        prev.token_bind_addr,
-        unset_flag,
-        0,
-    );
-    if conf.zone_name.data.is_null() {
-        conf.zone_name = if prev.zone_name.data.is_null() {
-            ngx::ngx_string!("live")
-        } else {
-            prev.zone_name
-        };
+    if ngx::http::Merge::merge(conf, prev).is_err() {
+        return NGX_CONF_ERROR;
     }
     if conf.enable == 1 || conf.streams == 1 {
         let mut name = conf.zone_name;

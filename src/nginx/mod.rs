@@ -33,6 +33,27 @@ macro_rules! nginx_module {
     };
 }
 
+/// `http_location_merge!(Marker, module, LocConf)`: `Marker` is the module for ngx's
+/// [`ngx::http::HttpModule`], whose `merge_loc_conf` runs `LocConf`'s
+/// [`ngx::http::Merge`] (for modules whose merge needs nothing but the two levels).
+macro_rules! http_location_merge {
+    ($marker:ident, $module:ident, $conf:ty) => {
+        struct $marker;
+
+        impl ngx::http::HttpModule for $marker {
+            fn module() -> &'static nginx_sys::ngx_module_t {
+                // SAFETY: the module's own static, written only by nginx while it loads.
+                unsafe { &*::core::ptr::addr_of!($module) }
+            }
+        }
+
+        // SAFETY: `$conf` is what this module's `create_loc_conf` allocates.
+        unsafe impl ngx::http::HttpModuleLocationConf for $marker {
+            type LocationConf = $conf;
+        }
+    };
+}
+
 mod auth;
 mod callback;
 mod catalog;

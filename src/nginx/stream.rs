@@ -273,6 +273,66 @@ unsafe extern "C" fn create_srv_conf(cf: *mut ngx_conf_t) -> *mut c_void {
     conf.cast()
 }
 
+impl ngx::http::Merge for SrvConf {
+    /// What a server inherits from the stream{} level, with the defaults.
+    fn merge(&mut self, prev: &Self) -> Result<(), ngx::http::MergeConfigError> {
+        if self.zone.is_null() {
+            self.zone = prev.zone;
+        }
+        if self.secrets.is_null() {
+            self.secrets = prev.secrets;
+        }
+        if self.on_publish.is_null() {
+            self.on_publish = prev.on_publish;
+        }
+        if self.on_publish_done.is_null() {
+            self.on_publish_done = prev.on_publish_done;
+        }
+        merge(&mut self.max_bitrate, prev.max_bitrate, u64::MAX, 0);
+        merge(
+            &mut self.callback_timeout,
+            prev.callback_timeout,
+            NGX_CONF_UNSET_MSEC,
+            5000,
+        );
+        if self.path.data.is_null() {
+            self.path = if prev.path.data.is_null() {
+                ngx::ngx_string!("/var/lib/vid")
+            } else {
+                prev.path
+            };
+        }
+        merge(&mut self.segment, prev.segment, NGX_CONF_UNSET_MSEC, 2000);
+        merge(&mut self.part, prev.part, NGX_CONF_UNSET_MSEC, 200);
+        merge(&mut self.window, prev.window, NGX_CONF_UNSET_UINT, 12);
+        merge(&mut self.timeout, prev.timeout, NGX_CONF_UNSET_MSEC, 30_000);
+        merge(
+            &mut self.max_message,
+            prev.max_message,
+            NGX_CONF_UNSET_SIZE,
+            8 * 1024 * 1024,
+        );
+        merge(&mut self.ts, prev.ts, NGX_CONF_UNSET as ngx_flag_t, 0);
+        let grace = crate::store::lifecycle::default_grace_ms(self.segment as u32) as ngx_msec_t;
+        merge(&mut self.grace, prev.grace, NGX_CONF_UNSET_MSEC, grace);
+        merge(
+            &mut self.takeover,
+            prev.takeover,
+            NGX_CONF_UNSET as ngx_flag_t,
+            1,
+        );
+        merge(
+            &mut self.handshake_timeout,
+            prev.handshake_timeout,
+            NGX_CONF_UNSET_MSEC,
+            5_000,
+        );
+        Ok(())
+    }
+}
+
+/// The settings inherited ([`ngx::http::Merge`]), then what needs the cycle: the media
+/// path made absolute, recordings, and the checks of the values.
 unsafe extern "C" fn merge_srv_conf(
     cf: *mut ngx_conf_t,
     parent: *mut c_void,
@@ -280,60 +340,12 @@ unsafe extern "C" fn merge_srv_conf(
 ) -> *mut c_char {
     let prev = &*(parent as *const SrvConf);
     let conf = &mut *(child as *mut SrvConf);
-    if conf.zone.is_null() {
-        conf.zone = prev.zone;
-    }
-    if conf.secrets.is_null() {
-        conf.secrets = prev.secrets;
-    }
-    if conf.on_publish.is_null() {
-        conf.on_publish = prev.on_publish;
-    }
-    if conf.on_publish_done.is_null() {
-        conf.on_publish_done = prev.on_publish_done;
-    }
-    merge(&mut conf.max_bitrate, prev.max_bitrate, u64::MAX, 0);
-    merge(
-        &mut conf.callback_timeout,
-        prev.callback_timeout,
-        NGX_CONF_UNSET_MSEC,
-        5000,
-    );
-    if conf.path.data.is_null() {
-        conf.path = if prev.path.data.is_null() {
-            ngx::ngx_string!("/var/lib/vid")
-        } else {
-            prev.path
-        };
+    if ngx::http::Merge::merge(conf, prev).is_err() {
+        return NGX_CONF_ERROR;
     }
     if ngx_conf_full_name((*cf).cycle, &mut conf.path, 0) != NGX_OK as ngx_int_t {
         return NGX_CONF_ERROR;
     }
-    merge(&mut conf.segment, prev.segment, NGX_CONF_UNSET_MSEC, 2000);
-    merge(&mut conf.part, prev.part, NGX_CONF_UNSET_MSEC, 200);
-    merge(&mut conf.window, prev.window, NGX_CONF_UNSET_UINT, 12);
-    merge(&mut conf.timeout, prev.timeout, NGX_CONF_UNSET_MSEC, 30_000);
-    merge(
-        &mut conf.max_message,
-        prev.max_message,
-        NGX_CONF_UNSET_SIZE,
-        8 * 1024 * 1024,
-    );
-    merge(&mut conf.ts, prev.ts, NGX_CONF_UNSET as ngx_flag_t, 0);
-    let grace = crate::store::lifecycle::default_grace_ms(conf.segment as u32) as ngx_msec_t;
-    merge(&mut conf.grace, prev.grace, NGX_CONF_UNSET_MSEC, grace);
-    merge(
-        &mut conf.takeover,
-        prev.takeover,
-        NGX_CONF_UNSET as ngx_flag_t,
-        1,
-    );
-    merge(
-        &mut conf.handshake_timeout,
-        prev.handshake_timeout,
-        NGX_CONF_UNSET_MSEC,
-        5_000,
-    );
     if conf.grace > 600_000 {
         ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"hls_live_grace\" must be at most 10m");
         return NGX_CONF_ERROR;

@@ -109,7 +109,7 @@ static CTX: ngx_http_module_t = ngx_http_module_t {
     create_srv_conf: None,
     merge_srv_conf: None,
     create_loc_conf: Some(create_loc_conf),
-    merge_loc_conf: Some(merge_loc_conf),
+    merge_loc_conf: Some(<WhipModule as ngx::http::HttpModule>::merge_loc_conf),
 };
 
 nginx_module!(
@@ -178,17 +178,15 @@ unsafe extern "C" fn create_loc_conf(cf: *mut ngx_conf_t) -> *mut c_void {
     nginx_sys::ngx_pcalloc((*cf).pool, mem::size_of::<LocConf>())
 }
 
-unsafe extern "C" fn merge_loc_conf(
-    _cf: *mut ngx_conf_t,
-    parent: *mut c_void,
-    child: *mut c_void,
-) -> *mut c_char {
-    let prev = &*(parent as *const LocConf);
-    let conf = &mut *(child as *mut LocConf);
-    if conf.zone.is_null() {
-        conf.zone = prev.zone;
+http_location_merge!(WhipModule, ngx_http_vid_whip_module, LocConf);
+
+impl ngx::http::Merge for LocConf {
+    fn merge(&mut self, prev: &Self) -> Result<(), ngx::http::MergeConfigError> {
+        if self.zone.is_null() {
+            self.zone = prev.zone;
+        }
+        Ok(())
     }
-    NGX_CONF_OK
 }
 
 unsafe extern "C" fn set_whip(
