@@ -197,7 +197,10 @@ unsafe fn start(
     // within the timeout), so a publish_done sent at the end is delivered.
     nginx_sys::ngx_add_timer((*c).read, timeout);
     if rc == NGX_OK as ngx_int_t {
-        write_handler((*c).write);
+        // Connected at once: the request is sent from a posted event, right after the
+        // current one, never from inside this call (a send error there would answer the
+        // owner before the caller has recorded the call).
+        nginx_sys::ngx_post_event((*c).write, &raw mut nginx_sys::ngx_posted_events);
     }
     Ok(call)
 }
