@@ -15,10 +15,10 @@ Measured, per server, median over --repeat runs:
      the master and all its children) per stream-minute, and the largest worker VmRSS
      (also without shared memory, since vid's index zone is mapped into every worker,
      and its private heap alone, RssAnon: VmRSS also counts the code pages of nginx, the
-     modules and libraries, which all processes running them share; and what only that
-     worker holds, Private_Clean + Private_Dirty of smaps_rollup: RssAnon also counts
+     modules and libraries, which all processes running them share; and the memory
+     only that worker has written, Private_Dirty of smaps_rollup: RssAnon also counts
      pages the worker still shares with the master since the fork, such as the module's
-     relocated data and the configuration);
+     relocated data and the configuration, which exist once for all workers);
   2. with one publisher live on each server, once the playlists hold a full window:
      playlist requests/s under `wrk -t2 -c64`, the servers' runs interleaved.
 
@@ -183,7 +183,7 @@ def read_stat(pid):
 
 
 def memory_kib(pid):
-    """(VmRSS, RssShmem, RssAnon, Private) of pid in KiB. VmRSS counts the shared-memory pages the
+    """(VmRSS, RssShmem, RssAnon, Private_Dirty) of pid in KiB. VmRSS counts the shared-memory pages the
     process has touched (for vid: its hls_live_zone), so the figure without it is reported
     too; and the pages of program code mapped from files (nginx, modules, libraries), which
     every process running them shares, so the private heap (RssAnon) is reported too."""
@@ -201,7 +201,7 @@ def memory_kib(pid):
         with open(f"/proc/{pid}/smaps_rollup") as f:
             for line in f:
                 key, _, value = line.partition(":")
-                if key in ("Private_Clean", "Private_Dirty"):
+                if key == "Private_Dirty":
                     private += int(value.split()[0])
     except (OSError, ValueError, IndexError):
         pass
@@ -402,7 +402,7 @@ class LoadResult:
     max_worker_rss_mib: float  # VmRSS of the worker with the most
     private_of_max_rss_mib: float  # ... less shared memory (VmRSS - RssShmem)
     anon_of_max_rss_mib: float  # ... its private heap only (RssAnon)
-    own_of_max_rss_mib: float  # ... what it alone holds (Private_Clean + Private_Dirty)
+    own_of_max_rss_mib: float  # ... written by it alone (Private_Dirty)
 
 
 def measure_load(server, count, seconds, input_path, workdir):
@@ -587,7 +587,7 @@ def report(res, args, env_lines, input_line):
         add(f"max worker RSS MiB, {label}", load, "max_worker_rss_mib", ".1f")
         add("  without shared memory MiB", load, "private_of_max_rss_mib", ".1f")
         add("  private heap (RssAnon) MiB", load, "anon_of_max_rss_mib", ".1f")
-        add("  held by the worker alone MiB", load, "own_of_max_rss_mib", ".1f", "<= 1.0")
+        add("  written by the worker alone MiB", load, "own_of_max_rss_mib", ".1f", "<= 1.0")
     add("playlist req/s, 1 publisher", res.wrk, "requests_per_second", ".0f", ">= 0.9")
     add("playlist size, bytes", res.wrk, "playlist_bytes", ".0f")
 
@@ -692,7 +692,7 @@ def run(args):
                         f"worker RSS {got.max_worker_rss_mib:.1f} MiB "
                         f"({got.private_of_max_rss_mib:.1f} without shared memory, "
                         f"{got.anon_of_max_rss_mib:.1f} private heap, "
-                        f"{got.own_of_max_rss_mib:.1f} held by it alone)")
+                        f"{got.own_of_max_rss_mib:.1f} written by it alone)")
         log(f"[wrk] playlist requests/s: {args.repeat} run(s) per server ...")
         res.wrk = measure_playlists([SERVERS[name](name, args.workers) for name in args.servers],
                                     input_path, workdir, args)
