@@ -23,7 +23,10 @@ use crate::record::{MediaInfo, Summary};
 pub enum Event {
     /// A publish session started, progressed or ended (an upsert of its row; also of its
     /// stream's row once the media are known).
-    Session { origin: String, summary: Summary },
+    Session {
+        origin: String,
+        summary: Box<Summary>,
+    },
     /// A recording expired: its row goes (its files go by retention).
     Withdraw { id: String },
 }

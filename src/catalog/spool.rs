@@ -160,7 +160,7 @@ pub fn decode(line: &str) -> Option<Event> {
             let n = |i: usize| rest[i].parse::<u64>().ok();
             Some(Event::Session {
                 origin: unesc(rest[0])?,
-                summary: Summary {
+                summary: Box::new(Summary {
                     id: unesc(rest[1])?,
                     key: unesc(rest[2])?,
                     started_ms: rest[3].parse().ok()?,
@@ -184,7 +184,7 @@ pub fn decode(line: &str) -> Option<Event> {
                         avg_bitrate: n(16)?,
                         peak_bitrate: n(17)?,
                     },
-                },
+                }),
             })
         }
         _ => None,

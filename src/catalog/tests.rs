@@ -16,7 +16,7 @@ fn tmp(name: &str) -> PathBuf {
 fn session(id: &str, segments: u64, ended: Option<i64>) -> Event {
     Event::Session {
         origin: "host\tone".into(),
-        summary: Summary {
+        summary: Box::new(Summary {
             id: id.into(),
             key: id.split('/').next().unwrap().into(),
             started_ms: 1_764_000_000_000,
@@ -44,7 +44,7 @@ fn session(id: &str, segments: u64, ended: Option<i64>) -> Event {
                 avg_bitrate: 2_000_000,
                 peak_bitrate: 2_500_000,
             },
-        },
+        }),
     }
 }
 

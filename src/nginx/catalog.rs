@@ -146,7 +146,7 @@ pub fn submit(rows: Vec<Summary>, log: *mut nginx_sys::ngx_log_t) {
     for summary in rows {
         let ev = Event::Session {
             origin: w.origin.clone(),
-            summary,
+            summary: Box::new(summary),
         };
         if let Err(e) = w.spool.put(&ev, wall_ms()) {
             ngx_log_error!(

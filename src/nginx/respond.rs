@@ -144,11 +144,16 @@ impl RenderKey {
 /// Rendered playlists kept per worker (one per stream and variant of the request).
 const MAX_RENDERED: usize = 4096;
 
+/// What a rendering was made from: claim time, publish id, index generation, rendition
+/// reports.
+type RenderedFrom = (i64, u64, u64, u64);
+/// A playlist's last rendering, by its key.
+type Renderings = HashMap<RenderKey, (RenderedFrom, Rc<[u8]>)>;
+
 thread_local! {
-    /// The last rendering of each playlist, by (claim time, publish id, index generation,
-    /// rendition reports): every
-    /// request between two index changes is answered with the same bytes, rendered once.
-    static RENDERED: RefCell<HashMap<RenderKey, ((i64, u64, u64, u64), Rc<[u8]>)>> = RefCell::new(HashMap::new());
+    /// The last rendering of each playlist, by what it was made from: every request
+    /// between two index changes is answered with the same bytes, rendered once.
+    static RENDERED: RefCell<Renderings> = RefCell::new(HashMap::new());
 }
 
 /// Every byte of an LL-HLS response leaves as soon as it is written.

@@ -340,7 +340,7 @@ unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
 /// This worker's number (0 … worker_processes − 1).
 fn worker() -> usize {
     // SAFETY: a plain read of nginx's worker number, set before init_process.
-    unsafe { nginx_sys::ngx_worker as usize }
+    unsafe { nginx_sys::ngx_worker }
 }
 
 fn close_fd(fd: i32) {

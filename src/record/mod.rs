@@ -439,7 +439,7 @@ pub fn list_ids(dir: &Path) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default();
-    ids.sort_by(|a, b| id_order(a).cmp(&id_order(b)));
+    ids.sort_by_key(|a| id_order(a));
     ids
 }
 

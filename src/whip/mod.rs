@@ -573,12 +573,13 @@ impl Peer {
                 k.asked_ms = None;
                 k.first_done = true;
             }
-            Some(cut) if t - cut + CUT_SLACK_MS >= this_target => {
-                // Due: ask, and ask again if the keyframe does not come.
-                if k.asked_ms.is_none_or(|at| t - at >= KEYFRAME_RETRY_MS) {
-                    k.asked_ms = Some(t);
-                    self.request_keyframe(now);
-                }
+            // Due: ask, and ask again if the keyframe does not come.
+            Some(cut)
+                if t - cut + CUT_SLACK_MS >= this_target
+                    && k.asked_ms.is_none_or(|at| t - at >= KEYFRAME_RETRY_MS) =>
+            {
+                k.asked_ms = Some(t);
+                self.request_keyframe(now);
             }
             _ => {}
         }
