@@ -973,21 +973,31 @@ unsafe fn go_live(r: *mut ngx_http_request_t, mut o: Offer) -> ngx_int_t {
         String::from_utf8_lossy((*r).uri.as_bytes()).trim_end_matches('/'),
         id
     );
-    WORKER.with_borrow_mut(|w| {
-        if let Some(w) = w.as_mut() {
-            w.sessions.push(Session {
-                id,
-                key: key.clone(),
-                peer: o.peer,
-                conn: o.conn,
-                zone: o.zone,
-                calls: o.calls,
-                remote: None,
-                last_owner_check: Instant::now(),
-                deleted: false,
-            });
+    let session = Session {
+        id,
+        key: key.clone(),
+        peer: o.peer,
+        conn: o.conn,
+        zone: o.zone,
+        calls: o.calls,
+        remote: None,
+        last_owner_check: Instant::now(),
+        deleted: false,
+    };
+    let refused = WORKER.with_borrow_mut(|w| match w.as_mut() {
+        Some(w) => {
+            w.sessions.push(session);
+            None
         }
+        None => Some(session),
     });
+    if let Some(mut s) = refused {
+        // The worker closed its socket (it is exiting) while the callback was asked.
+        s.deleted = true;
+        s.peer.close(Closed::Disconnected);
+        end_session(s, "worker is exiting", Closed::Disconnected.index());
+        return respond(r, 503, "WebRTC media is not available on this server");
+    }
     super::metrics::with_table(|t| t.whip_answered(worker()));
     // The answer's own datagrams (none for ICE-lite) and the first deadline.
     arm_timer();
