@@ -492,6 +492,20 @@ def test_publish_callback_decides_whip_publishes(vid_factory, callback_server):
     metrics = v.get("/metrics").text.splitlines()
     assert "vid_whip_refusals_total 1" in metrics, [l for l in metrics if "whip" in l]
 
+    # A reload while an offer waits for the (2 s) service: the old worker closes its WHIP
+    # socket at once, so the late answer gets 503 and nothing stays claimed.
+    got = []
+    t = threading.Thread(target=lambda: got.append(post(v, "slowReload", OFFER.encode())))
+    t.start()
+    wait_for(lambda: any(f.get("name") == "slowReload" for p, f, _ in cb.calls), 5, what="the held offer's call")
+    v.reload()
+    t.join(15)
+    assert got and got[0].status == 503, got and (got[0].status, got[0].text)
+    wait_for(lambda: 'whip: session of "slowReload" closed: worker is exiting' in v.log(), 5,
+             what="the late session ended")
+    r = post(v, "slowReload", OFFER.encode())  # the key is free again (2 s service)
+    assert r.status == 201, (r.status, r.text)
+
     # A service that is down, or slower than rtmp_live_callback_timeout: 503 (try again).
     from conftest import free_port
     down = vid_factory(stream_extra=f"rtmp_live_on_publish http://127.0.0.1:{free_port()}/publish;")
