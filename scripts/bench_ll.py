@@ -7,11 +7,14 @@ playlist requests/s with and without LL-HLS.
 Needs build/ (scripts/build.sh), ffmpeg and wrk. Prints medians / p99 and the commands.
 
 1. Part availability. An FLV file (ffmpeg, 30 fps, 1 s GOP, AAC) is replayed in real time
-   by a Python RTMP publisher (tests/rtmp_client.py) that records when each tag was sent.
-   A few clients loop on blocking reloads for the next part (`_HLS_msn=M&_HLS_part=N`).
-   A part is complete when the video frame that starts the next part arrives (the
-   segmenter holds the newest frame until its successor gives it a duration), so the
-   delay of a response is: response time - send time of the video tag whose timestamp is
+   by a Python RTMP publisher (tests/rtmp_client.py) that records when each tag was sent
+   (wall clock, just before the send, which loopback delivers at once).
+   A few clients loop on blocking reloads for the next part (`_HLS_msn=M&_HLS_part=N`),
+   each on one keep-alive connection, as players do. A part is complete when the video
+   frame that starts the next part arrives (the segmenter holds the newest frame until its
+   successor gives it a duration), so the delay of a response is: the kernel's arrival
+   stamp of the response's first bytes on the client socket (SO_TIMESTAMPNS, so the
+   clients' own speed does not count) - the send time of the video tag whose timestamp is
    the part's end (its tfdt + sample durations, read from the part itself).
 2. Playlist requests/s: wrk -t2 -c64 -d10s on /live/KEY/index.m3u8 (LL-HLS) and on
    /plain/KEY/index.m3u8 (`hls_live_low_latency off`, same stream), median of N runs.
@@ -21,6 +24,7 @@ import argparse
 import os
 import re
 import shutil
+import socket
 import statistics
 import struct
 import subprocess
@@ -154,24 +158,36 @@ def bench_parts(workers, seconds, clients):
         lock = threading.Lock()
         deadline = time.monotonic() + seconds
 
+        path = f"/live/{KEY}/index.m3u8"
+
         def client(ci):
             _, _, body = get(base)
             hint = re.search(rb'PRELOAD-HINT:TYPE=PART,URI="(\d+)\.(\d+)\.m4s"', body)
             m, p = int(hint.group(1)), int(hint.group(2))
+            sock = None
             while time.monotonic() < deadline:
-                status, headers, body = get(f"{base}?_HLS_msn={m}&_HLS_part={p}")
-                t = time.monotonic()
-                if status != 200:
+                if sock is None:
+                    sock = socket.create_connection(("127.0.0.1", v.http_port), timeout=30)
+                    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+                asked = time.time()
+                sock.sendall(f"GET {path}?_HLS_msn={m}&_HLS_part={p} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+                try:
+                    t, status, headers, body = read_response(sock)
+                except (OSError, ConnectionError):
+                    sock.close()
+                    sock = None
+                    continue
+                if status != 200 or t is None:
                     continue
                 uri = f"{m}.{p}.m4s"
                 with lock:
-                    results.append((ci, uri, t, int(headers.get("X-Worker", 0))))
+                    results.append((ci, uri, t, int(headers.get("x-worker", 0)), asked))
                 if ci == 0:  # read the part's end time while it is kept
                     ends[uri] = video_end_ticks(get(v.url(f"/live/{KEY}/{uri}"))[2])
                 hint = re.search(rb'PRELOAD-HINT:TYPE=PART,URI="(\d+)\.(\d+)\.m4s"', body)
                 m, p = int(hint.group(1)), int(hint.group(2))
 
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+        threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
         for t in threads:
             t.start()
         for t in threads:
@@ -186,8 +202,8 @@ def bench_parts(workers, seconds, clients):
         by_ts = {}
         for s, ts in vsent:
             by_ts.setdefault(ts - origin, s)
-        delays, exact, per_worker = [], 0, {}
-        for ci, uri, t, pid in results:
+        delays, exact, late, per_worker = [], 0, 0, {}
+        for ci, uri, t, pid, asked in results:
             end = ends.get(uri)
             if end is None:
                 continue
@@ -201,14 +217,18 @@ def bench_parts(workers, seconds, clients):
                 if not later:
                     continue
                 sent = by_ts[min(later)]
+            if asked >= sent:  # asked after the part was complete: not a held request
+                late += 1
+                continue
             d = (t - sent) * 1000
             delays.append(d)
             per_worker.setdefault("ingest worker" if pid == ingest_pid else "other workers", []).append(d)
         # Arrival spacing of one client against the part cadence.
-        c0 = [t for ci, _, t, _ in results if ci == 0]
+        c0 = [t for ci, _, t, _, _ in results if ci == 0]
         gaps = [(b - a) * 1000 for a, b in zip(c0, c0[1:])]
-        print(f"responses: {len(results)} ({len(delays)} matched to the frame that completed the part, "
-              f"{exact} exactly by timestamp); ingest worker pid {ingest_pid}")
+        print(f"responses: {len(results)} ({len(delays)} held ones matched to the frame that completed the "
+              f"part, {exact} exactly by timestamp; {late} asked after the part was complete, left out); "
+              f"ingest worker pid {ingest_pid}")
         print(f"part complete -> response delay: median {statistics.median(delays):.1f} ms, "
               f"p90 {pct(delays, 90):.1f} ms, p99 {pct(delays, 99):.1f} ms, max {max(delays):.1f} ms")
         for k, vals in sorted(per_worker.items()):
@@ -219,6 +239,38 @@ def bench_parts(workers, seconds, clients):
         if v:
             v.cleanup()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux
+
+
+def read_response(sock):
+    """(kernel arrival time of the first bytes, status, lower-case headers, body) of one
+    response on a blocking keep-alive socket with SO_TIMESTAMPNS."""
+    data, anc, _, _ = sock.recvmsg(65536, socket.CMSG_SPACE(16))
+    if not data:
+        raise ConnectionError("closed")
+    arrived = None
+    for level, kind, raw in anc:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+            sec, nsec = struct.unpack("qq", raw[:16])
+            arrived = sec + nsec / 1e9
+    while b"\r\n\r\n" not in data:
+        more = sock.recv(65536)
+        if not more:
+            raise ConnectionError("closed")
+        data += more
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    headers = {k.strip().lower(): v.strip() for k, _, v in (l.partition(":") for l in lines[1:])}
+    n = int(headers.get("content-length", "0"))
+    while len(body) < n:
+        more = sock.recv(65536)
+        if not more:
+            raise ConnectionError("closed")
+        body += more
+    return arrived, status, headers, body
 
 
 def _ok(url):

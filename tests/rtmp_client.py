@@ -80,7 +80,7 @@ class RtmpPublisher:
         self.inbuf = b""
         self.in_chunk = 128
         self.in_streams = {}  # csid -> [header dict, partial payload]
-        self.sent = []  # (monotonic send time, FlvTag) of every media tag sent
+        self.sent = []  # (wall-clock time just before its send, FlvTag) of every media tag
         self._handshake()
         self._send_msg(2, 1, 0, struct.pack(">I", CHUNK_SIZE))  # set chunk size
         self._command("connect", 1, amf_object({
@@ -219,9 +219,12 @@ class RtmpPublisher:
     # -- media
     def send_tag(self, tag):
         csid = {8: 4, 9: 6}.get(tag.kind, 5)
+        # Wall clock, comparable with the kernel's receive stamps (SO_TIMESTAMPNS) of a
+        # benchmark's clients; taken before the send, which delivers on loopback at once.
+        t = time.time()
         self._send_msg(csid, tag.kind, self.stream_id, tag.data, ts=tag.ts)
         if tag.kind in (8, 9):
-            self.sent.append((time.monotonic(), tag))
+            self.sent.append((t, tag))
 
     def replay(self, tags, realtime=True, stop=None, on_sent=None):
         """Send `tags` paced by their timestamps (video-led) until done or `stop()`."""
