@@ -283,6 +283,9 @@ def _ok(url):
 # -------------------------------------------------------------------- 2. playlist req/s
 
 def bench_wrk(workers, runs, duration):
+    if runs <= 0:
+        print("\n== playlist requests/s: skipped (--wrk-runs 0)")
+        return
     wrk = shutil.which("wrk")
     if not wrk:
         print("\n== wrk not installed (apt-get install wrk): skipping playlist requests/s")
