@@ -133,9 +133,11 @@ SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux
 
 
 def read_response(sock):
-    """(kernel arrival time of the response's first bytes, status, body) of one
-    response on a blocking socket with SO_TIMESTAMPNS."""
+    """(kernel arrival time of the response's first bytes, status, lower-case headers,
+    body) of one response on a blocking keep-alive socket with SO_TIMESTAMPNS."""
     data, anc, _, _ = sock.recvmsg(65536, socket.CMSG_SPACE(16))
+    if not data:
+        raise ConnectionError("closed")
     arrived = None
     for level, kind, raw in anc:
         if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
@@ -147,14 +149,16 @@ def read_response(sock):
             raise ConnectionError("closed")
         data += more
     head, _, body = data.partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    n = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    headers = {k.strip().lower(): v.strip() for k, _, v in (l.partition(":") for l in lines[1:])}
+    n = int(headers.get("content-length", "0"))
     while len(body) < n:
         more = sock.recv(65536)
         if not more:
             raise ConnectionError("closed")
         body += more
-    return arrived, status, body
+    return arrived, status, headers, body
 
 
 def open_sockets(port, n):
@@ -208,7 +212,7 @@ def held_run(server, streams, waiters, go):
         s = i % streams
         msn, part = targets[s]
         try:
-            arrived, status, body = read_response(sock)
+            arrived, status, _, body = read_response(sock)
         except OSError as e:
             bad.append(repr(e))
             continue

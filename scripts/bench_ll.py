@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from conftest import DEBIAN_FFMPEG, Vid, wait_for  # noqa: E402
 from rtmp_client import RtmpPublisher, read_flv  # noqa: E402
+from bench_held import SO_TIMESTAMPNS, read_response  # noqa: E402
 
 KEY = "bench"
 
@@ -239,38 +240,6 @@ def bench_parts(workers, seconds, clients):
         if v:
             v.cleanup()
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux
-
-
-def read_response(sock):
-    """(kernel arrival time of the first bytes, status, lower-case headers, body) of one
-    response on a blocking keep-alive socket with SO_TIMESTAMPNS."""
-    data, anc, _, _ = sock.recvmsg(65536, socket.CMSG_SPACE(16))
-    if not data:
-        raise ConnectionError("closed")
-    arrived = None
-    for level, kind, raw in anc:
-        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
-            sec, nsec = struct.unpack("qq", raw[:16])
-            arrived = sec + nsec / 1e9
-    while b"\r\n\r\n" not in data:
-        more = sock.recv(65536)
-        if not more:
-            raise ConnectionError("closed")
-        data += more
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split(" ", 2)[1])
-    headers = {k.strip().lower(): v.strip() for k, _, v in (l.partition(":") for l in lines[1:])}
-    n = int(headers.get("content-length", "0"))
-    while len(body) < n:
-        more = sock.recv(65536)
-        if not more:
-            raise ConnectionError("closed")
-        body += more
-    return arrived, status, headers, body
 
 
 def _ok(url):

@@ -159,52 +159,16 @@ impl Connection {
 mod tests {
     use super::*;
     use crate::auth::publish::{signed_key, Secrets};
-    use crate::ingest::IngestConfig;
-    use crate::store::{StreamIndex, Table, Takeover};
-
-    struct Slots(Vec<StreamIndex>);
-
-    impl SharedIndex for Slots {
-        fn with_table(&mut self, f: &mut dyn FnMut(&mut Table)) -> bool {
-            f(&mut Table::new(&mut self.0));
-            true
-        }
-    }
-
-    impl Slots {
-        fn has(&mut self, key: &str) -> bool {
-            let mut found = false;
-            self.with_table(&mut |t| found = t.find(key).is_some());
-            found
-        }
-    }
+    use crate::ingest::testutil::Slots;
 
     fn conn(name: &str, callback: bool, secrets: Secrets) -> (Connection, std::path::PathBuf) {
-        let root = std::env::temp_dir().join(format!("vid-direct-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        let c = Connection::new(IngestConfig {
-            root: root.clone(),
-            segment_target_ms: 2000,
-            part_target_ms: 200,
-            window: 6,
-            max_message_size: 1 << 20,
-            owner: 1,
-            ts: false,
-            publish_secrets: secrets,
-            publish_callback: callback,
-            lifecycle: crate::store::Lifecycle {
-                grace_ms: 0,
-                takeover: Takeover::Refuse,
-            },
-            record: None,
-        });
-        (c, root)
+        crate::ingest::testutil::conn("direct", name, callback, secrets)
     }
 
     #[test]
     fn without_a_callback_a_direct_publish_is_live_or_refused_with_its_status() {
         let (mut c, root) = conn("plain", false, Secrets::default());
-        let mut idx = Slots(vec![StreamIndex::ZERO; 4]);
+        let mut idx = Slots::new(4);
         let r = c.publish_direct("whip", "demo", None, Now::same(0), &mut idx);
         assert_eq!(r.unwrap(), Direct::Live);
         assert_eq!(c.key(), Some("demo"));
@@ -225,7 +189,7 @@ mod tests {
     #[test]
     fn a_held_direct_publish_claims_nothing_until_the_callback_allows_or_renames() {
         let (mut c, root) = conn("held", true, Secrets::default());
-        let mut idx = Slots(vec![StreamIndex::ZERO; 4]);
+        let mut idx = Slots::new(4);
         let r = c.publish_direct("whip", "secret", Some("pass=1"), Now::same(0), &mut idx);
         assert_eq!(r.unwrap(), Direct::Held);
         assert!(c.publish_pending() && c.key().is_none());
@@ -249,7 +213,7 @@ mod tests {
 
     #[test]
     fn a_held_direct_publish_refused_by_the_callback_gets_403_or_503() {
-        let mut idx = Slots(vec![StreamIndex::ZERO; 4]);
+        let mut idx = Slots::new(4);
         for (d, status) in [
             (Decision::Deny("publish callback answered 403".into()), 403),
             (
@@ -288,7 +252,7 @@ mod tests {
     #[test]
     fn signed_keys_are_checked_before_a_direct_publish_is_held() {
         let secret = b"a secret of enough length".to_vec();
-        let mut idx = Slots(vec![StreamIndex::ZERO; 4]);
+        let mut idx = Slots::new(4);
         let (mut c, _) = conn("signed", true, Secrets(vec![secret.clone()]));
         c.set_unix_time(1_000);
         let (r, _) = c

@@ -122,26 +122,8 @@ impl Connection {
 mod tests {
     use super::*;
     use crate::auth::publish::{signed_key, Secrets};
-    use crate::ingest::IngestConfig;
+    use crate::ingest::testutil::Slots;
     use crate::rtmp::amf0::{encode_all, Value};
-    use crate::store::{StreamIndex, Table};
-
-    struct Slots(Vec<StreamIndex>);
-
-    impl SharedIndex for Slots {
-        fn with_table(&mut self, f: &mut dyn FnMut(&mut Table)) -> bool {
-            f(&mut Table::new(&mut self.0));
-            true
-        }
-    }
-
-    impl Slots {
-        fn has(&mut self, key: &str) -> bool {
-            let mut found = false;
-            self.with_table(&mut |t| found = t.find(key).is_some());
-            found
-        }
-    }
 
     /// One RTMP message in 128-byte chunks (fmt 0, then fmt 3 continuations).
     fn message(csid: u8, type_id: u8, sid: u32, payload: &[u8]) -> Vec<u8> {
@@ -197,22 +179,7 @@ mod tests {
     }
 
     fn conn(name: &str, callback: bool, secrets: Secrets) -> (Connection, std::path::PathBuf) {
-        let root = std::env::temp_dir().join(format!("vid-gate-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        let c = Connection::new(IngestConfig {
-            root: root.clone(),
-            segment_target_ms: 2000,
-            part_target_ms: 200,
-            window: 6,
-            max_message_size: 1 << 20,
-            owner: 1,
-            ts: false,
-            publish_secrets: secrets,
-            publish_callback: callback,
-            lifecycle: Default::default(),
-            record: None,
-        });
-        (c, root)
+        crate::ingest::testutil::conn("gate", name, callback, secrets)
     }
 
     fn output_has(c: &Connection, what: &str) -> bool {
@@ -222,7 +189,7 @@ mod tests {
     #[test]
     fn publish_waits_for_the_callback_then_renames() {
         let (mut c, root) = conn("rename", true, Secrets::default());
-        let mut idx = Slots(vec![StreamIndex::ZERO; 4]);
+        let mut idx = Slots::new(4);
         c.feed(&client_publish("secret?pass=1"), 0, &mut idx)
             .unwrap();
         // Pending: nothing claimed, no folder, nothing answered yet.
@@ -252,7 +219,7 @@ mod tests {
     #[test]
     fn denied_publish_gets_badname_and_holds_nothing() {
         let (mut c, root) = conn("deny", true, Secrets::default());
-        let mut idx = Slots(vec![StreamIndex::ZERO; 4]);
+        let mut idx = Slots::new(4);
         c.feed(&client_publish("demo"), 0, &mut idx).unwrap();
         assert!(c.callback_request().is_some());
         let e = c
@@ -278,7 +245,7 @@ mod tests {
     #[test]
     fn without_a_callback_publish_is_immediate() {
         let (mut c, root) = conn("direct", false, Secrets::default());
-        let mut idx = Slots(vec![StreamIndex::ZERO; 4]);
+        let mut idx = Slots::new(4);
         c.feed(&client_publish("demo"), 0, &mut idx).unwrap();
         assert_eq!(c.key(), Some("demo"));
         assert_eq!(c.callback_request(), None);
@@ -289,7 +256,7 @@ mod tests {
     fn signed_keys_are_checked_before_anything_is_held() {
         let secret = b"a secret of enough length".to_vec();
         let (mut c, root) = conn("signed", true, Secrets(vec![secret.clone()]));
-        let mut idx = Slots(vec![StreamIndex::ZERO; 4]);
+        let mut idx = Slots::new(4);
         c.set_unix_time(1_000);
         let e = c
             .feed(

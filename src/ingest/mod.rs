@@ -24,6 +24,8 @@ use crate::store::{ClaimError, Lifecycle, Now, StreamIndex, StreamSettings, Tabl
 
 mod direct;
 mod gate;
+#[cfg(test)]
+mod testutil;
 pub use direct::{Direct, Refusal};
 pub use gate::CallbackAsk;
 
