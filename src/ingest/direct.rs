@@ -30,7 +30,7 @@ pub enum Refusal {
     Forbidden,
     /// Another publisher has the key and takeover is off: 409.
     Live,
-    /// No room in the zone, or the zone is unavailable: 503.
+    /// No room in the zone, the zone unavailable, or the publish callback unreachable: 503.
     Unavailable,
     /// Anything else (storage): 500.
     Other,

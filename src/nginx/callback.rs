@@ -103,9 +103,7 @@ pub(crate) enum Owner {
 
 /// The callback settings of a session (from its server's configuration).
 pub(crate) struct Calls {
-    on_publish: *mut ngx_url_t,
-    on_done: *mut ngx_url_t,
-    timeout: ngx_msec_t,
+    settings: Settings,
     /// The client's address, as sent to the callback.
     addr: String,
     /// The call in flight for a held publish, if any.
@@ -118,9 +116,7 @@ impl Calls {
     /// `c`: the publisher's connection (its address is sent to the callback).
     pub(crate) unsafe fn new(settings: Settings, c: *mut ngx_connection_t) -> Self {
         Calls {
-            on_publish: settings.on_publish,
-            on_done: settings.on_done,
-            timeout: settings.timeout,
+            settings,
             addr: String::from_utf8_lossy((*c).addr_text.as_bytes()).into_owned(),
             call: ptr::null_mut(),
             live: None,
@@ -128,7 +124,7 @@ impl Calls {
     }
 
     pub(crate) fn enabled(&self) -> bool {
-        !self.on_publish.is_null()
+        !self.settings.on_publish.is_null()
     }
 }
 
@@ -312,8 +308,8 @@ pub(crate) unsafe fn after_feed(
         query: ask.query.as_deref(),
     };
     match start(
-        calls.on_publish,
-        calls.timeout,
+        calls.settings.on_publish,
+        calls.settings.timeout,
         CallKind::Publish,
         &fields,
         owner,
@@ -343,7 +339,7 @@ unsafe fn track_end(calls: &mut Calls, app: &str, live_key: Option<&str>) {
 }
 
 unsafe fn notify_done(calls: &Calls, app: &str, key: &str) {
-    if calls.on_done.is_null() {
+    if calls.settings.on_done.is_null() {
         return;
     }
     let fields = Fields {
@@ -353,8 +349,8 @@ unsafe fn notify_done(calls: &Calls, app: &str, key: &str) {
         query: None,
     };
     if let Err(e) = start(
-        calls.on_done,
-        calls.timeout,
+        calls.settings.on_done,
+        calls.settings.timeout,
         CallKind::PublishDone,
         &fields,
         Owner::Nobody,
